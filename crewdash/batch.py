@@ -1,0 +1,304 @@
+"""A batch of crew runs: the live, lock-protected record and the frozen snapshots readers get.
+
+Writers are the runner (on its loop thread) and the event listener (on CrewAI's handler threads);
+readers are pages, the API and the CLI on their own threads. Writers go through `Batch` methods,
+which take one lock; readers only ever see immutable `BatchSnapshot`s.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class CrewState(StrEnum):
+    """Where one crew run is; every state after `running` is final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"  # the process died first; set when the store reopens
+
+    @property
+    def final(self) -> bool:
+        return self not in (CrewState.QUEUED, CrewState.RUNNING)
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    prompt: int = 0
+    completion: int = 0
+    total: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.prompt + other.prompt,
+            self.completion + other.completion,
+            self.total + other.total,
+        )
+
+    @classmethod
+    def from_mapping(cls, usage: Any) -> TokenUsage:
+        """Read OpenAI-style usage from a dict or an object with the same attribute names."""
+        if usage is None:
+            return cls()
+
+        def get(name: str) -> int:
+            value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, 0)
+            return int(value or 0)
+
+        prompt, completion = get("prompt_tokens"), get("completion_tokens")
+        return cls(prompt, completion, get("total_tokens") or prompt + completion)
+
+
+@dataclass(frozen=True)
+class Span:
+    """One LLM call or tool use of one crew, on the wall clock (epoch seconds)."""
+
+    key: str
+    kind: str = "llm"  # "llm" or "tool"
+    name: str = ""  # the model, or the tool's name
+    started_at: float | None = None
+    finished_at: float | None = None
+    tokens: TokenUsage = field(default_factory=TokenUsage)
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class CrewSnapshot:
+    run_id: str
+    index: int
+    topic: str
+    state: CrewState
+    queued_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: str | None = None
+    error: str | None = None
+    step: str = "waiting for a slot"
+    spans: tuple[Span, ...] = ()
+    tokens: TokenUsage = field(default_factory=TokenUsage)
+    agent_ids: tuple[str, ...] = ()
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish (or to now while running)."""
+        if self.started_at is None:
+            return None
+        return (self.finished_at or time.time()) - self.started_at
+
+
+@dataclass(frozen=True)
+class BatchSnapshot:
+    batch_id: str
+    blueprint: str
+    model_label: str
+    created_at: float
+    crews: tuple[CrewSnapshot, ...]
+    max_concurrency: int
+    notes: tuple[str, ...] = ()
+    model: str = ""  # the model's name, for pricing
+
+    def crew_cost(self, crew: CrewSnapshot) -> float | None:
+        """US dollars for one crew at today's prices; None if the model has no price."""
+        from crewdash.pricing import cost
+
+        return cost(self.model, crew.tokens)
+
+    @property
+    def cost(self) -> float | None:
+        costs = [self.crew_cost(c) for c in self.crews]
+        return None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
+
+    @property
+    def done(self) -> bool:
+        return all(c.state.final for c in self.crews)
+
+    @property
+    def finished_at(self) -> float | None:
+        if not self.done:
+            return None
+        return max((c.finished_at or self.created_at for c in self.crews), default=self.created_at)
+
+    @property
+    def wall_s(self) -> float:
+        """From submit to the last crew's finish (to now while running)."""
+        return (self.finished_at or time.time()) - self.created_at
+
+    @property
+    def sum_crew_s(self) -> float:
+        return sum(c.duration or 0.0 for c in self.crews)
+
+    @property
+    def slowest_crew_s(self) -> float:
+        return max((c.duration or 0.0 for c in self.crews), default=0.0)
+
+    @property
+    def speedup(self) -> float:
+        """Sum of crew times over wall time: how much concurrency bought."""
+        return self.sum_crew_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def tokens(self) -> TokenUsage:
+        total = TokenUsage()
+        for crew in self.crews:
+            total = total + crew.tokens
+        return total
+
+    def count(self, state: CrewState) -> int:
+        return sum(1 for c in self.crews if c.state is state)
+
+
+class Batch:
+    """The mutable record of one batch; every method is safe to call from any thread."""
+
+    def __init__(
+        self,
+        batch_id: str,
+        blueprint: str,
+        topics: Sequence[str],
+        *,
+        model_label: str,
+        max_concurrency: int,
+        notes: Sequence[str] = (),
+        run_ids: Sequence[str] | None = None,
+        model: str = "",
+    ) -> None:
+        now = time.time()
+        ids = run_ids or [f"{batch_id}-{i}" for i in range(len(topics))]
+        self._lock = threading.Lock()
+        self._version = 0
+        self._cached: BatchSnapshot | None = None
+        self._done = threading.Event()
+        self._crews: dict[str, CrewSnapshot] = {
+            run_id: CrewSnapshot(
+                run_id=run_id, index=i, topic=t, state=CrewState.QUEUED, queued_at=now
+            )
+            for i, (run_id, t) in enumerate(zip(ids, topics, strict=True))
+        }
+        self._spans: dict[str, dict[str, Span]] = {run_id: {} for run_id in ids}
+        self._head = BatchSnapshot(
+            batch_id=batch_id,
+            blueprint=blueprint,
+            model_label=model_label,
+            created_at=now,
+            crews=(),
+            max_concurrency=max_concurrency,
+            notes=tuple(notes),
+            model=model,
+        )
+
+    @property
+    def batch_id(self) -> str:
+        return self._head.batch_id
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        return tuple(self._crews)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every crew is final (for CLI and API callers, never for pages)."""
+        return self._done.wait(timeout)
+
+    def _update(self, run_id: str, **changes: Any) -> None:
+        with self._lock:
+            crew = self._crews[run_id]
+            if crew.state.final:
+                return  # the first final state wins; late events do not reopen a crew
+            self._crews[run_id] = replace(crew, **changes)
+            self._version += 1
+
+    def mark_running(self, run_id: str, agent_ids: Sequence[str] = ()) -> None:
+        self._update(
+            run_id,
+            state=CrewState.RUNNING,
+            started_at=time.time(),
+            step="starting",
+            agent_ids=tuple(agent_ids),
+        )
+
+    def ending(
+        self,
+        run_id: str,
+        state: CrewState,
+        *,
+        result: str | None = None,
+        error: str | None = None,
+        tokens: TokenUsage | None = None,
+    ) -> CrewSnapshot:
+        """The crew as it would be if it ended now, not yet applied: callers persist it first."""
+        with self._lock:
+            crew = self._crews[run_id]
+        now = time.time()
+        return replace(
+            crew,
+            state=state,
+            finished_at=now,
+            started_at=crew.started_at or now,
+            result=result,
+            error=error,
+            step="done" if state is CrewState.SUCCEEDED else state.value,
+            tokens=tokens or crew.tokens,
+        )
+
+    def end(self, ended: CrewSnapshot) -> bool:
+        """Apply an ending from `ending`; False if the crew had already ended."""
+        with self._lock:
+            crew = self._crews[ended.run_id]
+            if crew.state.final:
+                return False
+            self._crews[ended.run_id] = replace(ended, spans=crew.spans)
+            self._version += 1
+            if all(c.state.final for c in self._crews.values()):
+                self._done.set()
+            return True
+
+    def mark_succeeded(self, run_id: str, result: str, tokens: TokenUsage | None) -> None:
+        self.end(self.ending(run_id, CrewState.SUCCEEDED, result=result, tokens=tokens))
+
+    def mark_failed(self, run_id: str, error: str, state: CrewState = CrewState.FAILED) -> None:
+        self.end(self.ending(run_id, state, error=error))
+
+    def note_step(self, run_id: str, step: str) -> None:
+        self._update(run_id, step=step)
+
+    def record_span(self, run_id: str, key: str, change: Callable[[Span], Span]) -> None:
+        """Apply `change` to one span; events may arrive out of order, so fields merge.
+
+        `change` runs under the batch's lock: it must be a pure function of the span.
+        """
+        with self._lock:
+            spans = self._spans[run_id]
+            spans[key] = change(spans.get(key, Span(key=key)))
+            ordered = tuple(sorted(spans.values(), key=lambda s: s.started_at or 0.0))
+            crew = self._crews[run_id]
+            tokens = TokenUsage()
+            for span in ordered:
+                tokens = tokens + span.tokens
+            if not crew.state.final:
+                crew = replace(crew, tokens=tokens)
+            self._crews[run_id] = replace(crew, spans=ordered)
+            self._version += 1
+
+    def snapshot(self) -> BatchSnapshot:
+        """An immutable view; cheap when nothing changed since the last call."""
+        with self._lock:
+            if self._cached is None or self._cached_version != self._version:
+                self._cached = replace(self._head, crews=tuple(self._crews.values()))
+                self._cached_version = self._version
+            return self._cached
+
+    _cached_version = -1

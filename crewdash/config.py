@@ -1,0 +1,60 @@
+"""Defaults and environment settings in one place.
+
+Every tunable the product reads from the environment is named here, so the README's table and the
+code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CREWS_DIR = Path(os.environ.get("CREWDASH_CREWS_DIR", PROJECT_ROOT / "crews"))
+
+MAX_TOPICS = 100
+MAX_TOPIC_CHARS = 300
+DEFAULT_MAX_CONCURRENCY = 32
+DEFAULT_BLUEPRINT = "research"
+
+DEMO_MODEL_NAME = "crewdash-demo"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+# CrewAI's telemetry and tracing try the network; this product runs offline and keeps data local.
+QUIET_ENVIRONMENT = {
+    "CREWAI_DISABLE_TELEMETRY": "true",
+    "CREWAI_TRACING_ENABLED": "false",
+    "OTEL_SDK_DISABLED": "true",
+    "CREWAI_DISABLE_TRACKING": "true",
+}
+
+
+def silence_telemetry() -> None:
+    """Switch CrewAI's phone-home features off before crewai is imported anywhere."""
+    for key, value in QUIET_ENVIRONMENT.items():
+        os.environ[key] = value
+
+
+def env_int(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
+    """An integer from the environment, with a clear error naming the variable."""
+    raw = (os.environ if env is None else env).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def env_float(
+    name: str, default: float | None, env: Mapping[str, str] | None = None
+) -> float | None:
+    """A float from the environment, with a clear error naming the variable."""
+    raw = (os.environ if env is None else env).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None

@@ -1,0 +1,445 @@
+"""The embedded demo model: a real OpenAI-compatible HTTP server with simulated latency.
+
+CrewAI reaches it through its ordinary OpenAI provider, so the product's real path (HTTP, JSON,
+token usage) runs unchanged with no API key and no network. Answers are deterministic and
+topic-aware; latency is seeded and shaped like a hosted API so concurrency is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from crewdash.config import DEMO_MODEL_NAME
+
+ProfileKind = Literal["fixed", "hosted", "slow"]
+PROFILE_KINDS: tuple[ProfileKind, ...] = ("fixed", "hosted", "slow")
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_REPLY_EXACTLY = re.compile(r"Reply with exactly:\s*(.+)")
+_TOPIC_LINE = re.compile(r"^Topic:\s*(.+)$", re.MULTILINE)
+# A prompt containing this marker gets that HTTP error: a deterministic failing input for demos.
+FAIL_MARKER = re.compile(r"\[demo:fail-([45]\d\d)\]")
+
+_BULLETS = (
+    "{t} is drawing steady attention, with teams reporting faster iteration after adopting it.",
+    "Recent write-ups on {t} focus on cost, reliability and fit with existing stacks.",
+    "Practitioners say the hardest part of {t} is evaluation, not the initial setup.",
+    "Open-source activity around {t} rose this quarter, led by tooling and integrations.",
+    "Critics of {t} point to unclear benchmarks and vendor claims that are hard to verify.",
+    "Analysts expect {t} to consolidate around a few well-supported options within a year.",
+    "Early adopters of {t} recommend small pilots with clear success metrics before scaling.",
+    "Documentation and community support for {t} improved noticeably in recent releases.",
+)
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """How long the demo model 'thinks' before answering.
+
+    `fixed` always waits `seconds` (benchmarks); `hosted` is log-normal around 1.7 s with a long
+    tail, mostly 1-3 s like a hosted API; `slow` is the same shape around 6 s.
+    """
+
+    kind: ProfileKind = "hosted"
+    seconds: float = 1.0
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROFILE_KINDS:
+            raise ValueError(f"unknown latency profile {self.kind!r}; use one of {PROFILE_KINDS}")
+        if not (0.0 <= self.seconds <= 600.0):
+            raise ValueError("demo latency must be between 0 and 600 seconds")
+
+    def delay_for(self, key: str) -> float:
+        """The delay for one request, a pure function of the seed and the request text."""
+        if self.kind == "fixed":
+            return self.seconds
+        median, lo, hi = (1.7, 0.6, 8.0) if self.kind == "hosted" else (6.0, 2.0, 20.0)
+        rng = random.Random(f"{self.seed}:{key}")
+        return min(hi, max(lo, rng.lognormvariate(math.log(median), 0.32)))
+
+    def describe(self) -> str:
+        if self.kind == "fixed":
+            return f"fixed {self.seconds:g} s"
+        return "hosted-API-like, ~1-3 s" if self.kind == "hosted" else "slow, ~6 s"
+
+
+FAILURE_KINDS = ("429", "500", "hang", "malformed")
+
+
+@dataclass(frozen=True)
+class FailureRates:
+    """Injected failures, each a share of requests (0-1), drawn from a seeded sequence.
+
+    `429` answers Too Many Requests with `Retry-After`; `500` a server error; `hang` never
+    answers within `hang_s` (a timeout for the client); `malformed` a 200 whose body is not JSON.
+    """
+
+    rate_429: float = 0.0
+    rate_500: float = 0.0
+    rate_hang: float = 0.0
+    rate_malformed: float = 0.0
+    retry_after_s: float = 1.0
+    hang_s: float = 600.0
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        rates = (self.rate_429, self.rate_500, self.rate_hang, self.rate_malformed)
+        if any(not 0.0 <= r <= 1.0 for r in rates) or sum(rates) > 1.0:
+            raise ValueError("failure rates must be between 0 and 1 and add up to at most 1")
+
+    @property
+    def any(self) -> bool:
+        return any((self.rate_429, self.rate_500, self.rate_hang, self.rate_malformed))
+
+    @classmethod
+    def parse(cls, spec: str, seed: int = 7) -> FailureRates:
+        """`"429=0.05,500=0.02,hang=0.01,malformed=0.01"` (also used by CREWDASH_DEMO_FAILURES)."""
+        rates: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            kind, _, value = part.partition("=")
+            if kind.strip() not in FAILURE_KINDS:
+                raise ValueError(f"unknown failure {kind!r}; use {', '.join(FAILURE_KINDS)}")
+            try:
+                rates[kind.strip()] = float(value)
+            except ValueError:
+                raise ValueError(
+                    f"failure rate for {kind} must be a number, got {value!r}"
+                ) from None
+        return cls(
+            rate_429=rates.get("429", 0.0),
+            rate_500=rates.get("500", 0.0),
+            rate_hang=rates.get("hang", 0.0),
+            rate_malformed=rates.get("malformed", 0.0),
+            seed=seed,
+        )
+
+    def pick(self, n: int) -> str | None:
+        """The failure for the n-th request, or None."""
+        if not self.any:
+            return None
+        draw = random.Random(f"{self.seed}:fail:{n}").random()
+        for kind, rate in zip(
+            FAILURE_KINDS,
+            (self.rate_429, self.rate_500, self.rate_hang, self.rate_malformed),
+            strict=True,
+        ):
+            if draw < rate:
+                return kind
+            draw -= rate
+        return None
+
+    def describe(self) -> str:
+        parts = [
+            f"{k} {r:.0%}"
+            for k, r in zip(
+                FAILURE_KINDS,
+                (self.rate_429, self.rate_500, self.rate_hang, self.rate_malformed),
+                strict=True,
+            )
+            if r
+        ]
+        return ", ".join(parts) or "no failures"
+
+
+def count_tokens(text: str) -> int:
+    """A stable token count (words and punctuation), so usage figures are real sums of the text."""
+    return len(_TOKEN.findall(text))
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # multimodal parts: keep the text ones
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def compose_answer(messages: list[dict[str, Any]]) -> str:
+    """The deterministic answer to a conversation: an echo, three bullets, or a short note."""
+    prompt = "\n".join(_message_text(m) for m in messages)
+    if match := _REPLY_EXACTLY.search(prompt):
+        return match.group(1).strip()
+    if match := _TOPIC_LINE.search(prompt):
+        topic = match.group(1).strip()
+        seed = int.from_bytes(hashlib.sha256(topic.encode("utf-8")).digest()[:8], "big")
+        picks = random.Random(seed).sample(_BULLETS, 3)
+        return "\n".join("- " + b.format(t=topic) for b in picks)
+    last = next((_message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    gist = " ".join(last.split())[:80] or "the request"
+    return f"Simulated answer (demo model) about: {gist}"
+
+
+class ChatRequest(BaseModel):
+    """The part of OpenAI's chat request the demo model reads; other fields are accepted."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = DEMO_MODEL_NAME
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+
+
+class ServerStats:
+    """Thread-safe request counters: total requests and peak in-flight calls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.max_delay = 0.0
+        self.failures = 0
+
+    def enter(self, delay: float = 0.0) -> None:
+        with self._lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            self.max_delay = max(self.max_delay, delay)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def reset_peak(self) -> None:
+        """Start a new measurement: peak in-flight and slowest delay from now on."""
+        with self._lock:
+            self.peak_in_flight = self.in_flight
+            self.max_delay = 0.0
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind}})
+
+
+def create_app(
+    profile: LatencyProfile,
+    stats: ServerStats | None = None,
+    failures: FailureRates | None = None,
+) -> FastAPI:
+    """The ASGI app: `/v1/chat/completions`, `/v1/models` and `/healthz`."""
+    app = FastAPI(title="crewdash demo model", docs_url=None, redoc_url=None)
+    counters = stats or ServerStats()
+    app.state.stats = counters
+    inject = failures or FailureRates()
+    sequence = iter(range(1 << 62))
+    sequence_lock = threading.Lock()
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(400, f"invalid request: {where or 'body'}: {first.get('msg', 'malformed')}")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        entry = {"id": DEMO_MODEL_NAME, "object": "model", "created": 0, "owned_by": "crewdash"}
+        return {"object": "list", "data": [entry]}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest) -> Response:
+        prompt = "\n".join(_message_text(m) for m in body.messages)
+        if marker := FAIL_MARKER.search(prompt):
+            status = int(marker.group(1))
+            return _error(
+                status,
+                f"simulated failure {status} (demo marker in the prompt)",
+                "server_error" if status >= 500 else "invalid_request_error",
+            )
+        answer = compose_answer(body.messages)
+        usage = {
+            "prompt_tokens": count_tokens(prompt),
+            "completion_tokens": count_tokens(answer),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        delay = profile.delay_for(prompt)
+        with sequence_lock:
+            failure = inject.pick(next(sequence))
+        if failure == "429":
+            counters.failures += 1
+            return JSONResponse(
+                status_code=429,
+                headers={"retry-after": f"{inject.retry_after_s:g}"},
+                content={
+                    "error": {
+                        "message": "simulated rate limit (demo failure injection)",
+                        "type": "rate_limit_error",
+                    }
+                },
+            )
+        if failure == "500":
+            counters.failures += 1
+            return _error(500, "simulated server error (demo failure injection)", "server_error")
+        if failure == "hang":
+            counters.failures += 1
+            await asyncio.sleep(inject.hang_s)
+        if failure == "malformed":
+            counters.failures += 1
+            await asyncio.sleep(delay)
+            return Response(
+                '{"id": "chatcmpl-broken", "choices": [',
+                status_code=200,
+                media_type="application/json",
+            )
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        if body.stream:
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            chunks = _stream(completion_id, created, body.model, answer, usage, include_usage)
+            return StreamingResponse(
+                _delayed(counters, delay, chunks), media_type="text/event-stream"
+            )
+        counters.enter(delay)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            counters.leave()
+        return JSONResponse(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": body.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
+    return app
+
+
+async def _delayed(stats: ServerStats, delay: float, chunks: list[str]) -> AsyncIterator[str]:
+    stats.enter(delay)
+    try:
+        await asyncio.sleep(delay)
+        for chunk in chunks:
+            yield chunk
+    finally:
+        stats.leave()
+
+
+def _stream(
+    completion_id: str,
+    created: int,
+    model: str,
+    answer: str,
+    usage: dict[str, int],
+    include_usage: bool,
+) -> list[str]:
+    def event(delta: dict[str, Any], finish: str | None, **extra: Any) -> str:
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(payload)}\n\n"
+
+    words = answer.split(" ")
+    parts = [event({"role": "assistant", "content": ""}, None)]
+    parts += [event({"content": w if i == 0 else " " + w}, None) for i, w in enumerate(words)]
+    parts.append(event({}, "stop"))
+    if include_usage:
+        usage_event = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
+        parts.append(f"data: {json.dumps(usage_event)}\n\n")
+    parts.append("data: [DONE]\n\n")
+    return parts
+
+
+class DemoLLMServer:
+    """Runs the demo model under uvicorn on 127.0.0.1 in a daemon thread of this process."""
+
+    def __init__(
+        self,
+        profile: LatencyProfile | None = None,
+        port: int = 0,
+        failures: FailureRates | None = None,
+    ) -> None:
+        self.profile = profile or LatencyProfile()
+        self.failures = failures or FailureRates()
+        self.stats = ServerStats()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port))
+        self.port: int = self._sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.profile, self.stats, self.failures),
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_keep_alive=30,
+            backlog=2048,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            daemon=True,
+            name="crewdash-demo-llm",
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL (ends in /v1)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 10.0) -> DemoLLMServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the demo model server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> DemoLLMServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,33 @@
+"""Exceptions of crewdash, one module so the hierarchy is visible at a glance.
+
+CrewdashError
+├── TopicError        bad topic input; the message is for the user
+├── BlueprintError    a crew blueprint is missing, malformed or lacks an input
+├── SettingsError     a provider/model/limit setting is unusable
+└── UnknownBatchError a batch id the runner does not know
+"""
+
+from __future__ import annotations
+
+
+class CrewdashError(Exception):
+    """Base class; every message is written to be shown to a user as it is."""
+
+
+class TopicError(CrewdashError, ValueError):
+    """The topics given cannot start a batch."""
+
+
+class BlueprintError(CrewdashError):
+    """A crew blueprint cannot be loaded or filled in."""
+
+
+class SettingsError(CrewdashError, ValueError):
+    """A run setting is invalid."""
+
+
+class UnknownBatchError(CrewdashError, KeyError):
+    """No batch with that id."""
+
+    def __str__(self) -> str:
+        return f"no batch with id {self.args[0]!r}" if self.args else "unknown batch"

@@ -1,0 +1,183 @@
+"""Live progress from CrewAI's process-wide event bus, routed back to our crew runs.
+
+Many crews share one bus. The runner sets `current_run` in each crew's asyncio task; CrewAI copies
+the context into the threads that run sync handlers, so every event knows its run. Agent ids are a
+second route for events emitted from threads that did not inherit the context.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+from crewai.events import (
+    AgentExecutionStartedEvent,
+    BaseEventListener,
+    LLMCallCompletedEvent,
+    LLMCallFailedEvent,
+    LLMCallStartedEvent,
+    TaskStartedEvent,
+    ToolUsageErrorEvent,
+    ToolUsageFinishedEvent,
+    ToolUsageStartedEvent,
+)
+from crewai.events.event_bus import CrewAIEventsBus
+
+from crewdash.batch import Batch, TokenUsage
+
+RunRef = tuple[Batch, str]
+current_run: contextvars.ContextVar[RunRef | None] = contextvars.ContextVar(
+    "crewdash_current_run", default=None
+)
+
+
+def _ts(when: datetime) -> float:
+    return when.timestamp()
+
+
+def _short(text: str | None, limit: int = 60) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class RunEventRouter(BaseEventListener):
+    """Turns CrewAI events into span and step updates on the right `Batch`."""
+
+    def __init__(self) -> None:
+        self._by_agent: dict[str, RunRef] = {}
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def track_agents(self, ref: RunRef, agent_ids: list[str]) -> None:
+        with self._lock:
+            for agent_id in agent_ids:
+                self._by_agent[agent_id] = ref
+
+    def forget_agents(self, agent_ids: list[str]) -> None:
+        with self._lock:
+            for agent_id in agent_ids:
+                self._by_agent.pop(agent_id, None)
+
+    def resolve(self, event: Any) -> RunRef | None:
+        ref = current_run.get()
+        if ref is None and getattr(event, "agent_id", None):
+            with self._lock:
+                ref = self._by_agent.get(str(event.agent_id))
+        return ref
+
+    def setup_listeners(self, crewai_event_bus: CrewAIEventsBus) -> None:
+        @crewai_event_bus.on(LLMCallStartedEvent)
+        def _llm_started(_: Any, event: LLMCallStartedEvent) -> None:
+            if ref := self.resolve(event):
+                batch, run_id = ref
+                at = _ts(event.timestamp)
+                batch.record_span(
+                    run_id,
+                    event.call_id,
+                    lambda s: replace(s, kind="llm", name=event.model or s.name, started_at=at),
+                )
+                batch.note_step(run_id, f"waiting for {event.model or 'the model'}")
+
+        @crewai_event_bus.on(LLMCallCompletedEvent)
+        def _llm_completed(_: Any, event: LLMCallCompletedEvent) -> None:
+            if ref := self.resolve(event):
+                batch, run_id = ref
+                at = _ts(event.timestamp)
+                tokens = TokenUsage.from_mapping(event.usage)
+                batch.record_span(
+                    run_id,
+                    event.call_id,
+                    lambda s: replace(
+                        s,
+                        kind="llm",
+                        name=s.name or event.model or "",
+                        finished_at=at,
+                        tokens=tokens,
+                    ),
+                )
+                batch.note_step(run_id, "model answered")
+
+        @crewai_event_bus.on(LLMCallFailedEvent)
+        def _llm_failed(_: Any, event: LLMCallFailedEvent) -> None:
+            if ref := self.resolve(event):
+                batch, run_id = ref
+                at = _ts(event.timestamp)
+                batch.record_span(
+                    run_id,
+                    event.call_id,
+                    lambda s: replace(
+                        s,
+                        kind="llm",
+                        name=s.name or event.model or "",
+                        finished_at=at,
+                        error=_short(event.error, 300),
+                    ),
+                )
+                batch.note_step(run_id, "model call failed")
+
+        @crewai_event_bus.on(TaskStartedEvent)
+        def _task_started(_: Any, event: TaskStartedEvent) -> None:
+            if ref := self.resolve(event):
+                ref[0].note_step(ref[1], f"task: {_short(event.task_name)}")
+
+        @crewai_event_bus.on(AgentExecutionStartedEvent)
+        def _agent_started(_: Any, event: AgentExecutionStartedEvent) -> None:
+            if ref := self.resolve(event):
+                role = getattr(event.agent, "role", None) or event.agent_role
+                ref[0].note_step(ref[1], f"agent: {_short(role, 40)}")
+
+        @crewai_event_bus.on(ToolUsageStartedEvent)
+        def _tool_started(_: Any, event: ToolUsageStartedEvent) -> None:
+            if ref := self.resolve(event):
+                batch, run_id = ref
+                at = _ts(event.timestamp)
+                batch.record_span(
+                    run_id,
+                    event.event_id,
+                    lambda s: replace(s, kind="tool", name=event.tool_name, started_at=at),
+                )
+                batch.note_step(run_id, f"tool: {event.tool_name}")
+
+        def _tool_ended(
+            event: ToolUsageFinishedEvent | ToolUsageErrorEvent, error: str | None
+        ) -> None:
+            if (ref := self.resolve(event)) and event.started_event_id:
+                batch, run_id = ref
+                at = _ts(event.timestamp)
+                batch.record_span(
+                    run_id,
+                    event.started_event_id,
+                    lambda s: replace(
+                        s, kind="tool", name=event.tool_name, finished_at=at, error=error
+                    ),
+                )
+
+        @crewai_event_bus.on(ToolUsageFinishedEvent)
+        def _tool_finished(_: Any, event: ToolUsageFinishedEvent) -> None:
+            _tool_ended(event, None)
+
+        @crewai_event_bus.on(ToolUsageErrorEvent)
+        def _tool_error(_: Any, event: ToolUsageErrorEvent) -> None:
+            _tool_ended(event, _short(str(event.error), 300))
+
+
+L = TypeVar("L", bound=BaseEventListener)
+_listeners: dict[type, BaseEventListener] = {}
+_listeners_lock = threading.Lock()
+
+
+def one_per_process(cls: type[L]) -> L:
+    """The single instance of a listener class: the bus is process-wide, and a second instance
+    would register its handlers twice."""
+    with _listeners_lock:
+        if cls not in _listeners:
+            _listeners[cls] = cls()
+        return cast(L, _listeners[cls])
+
+
+def event_router() -> RunEventRouter:
+    """The one router of this process."""
+    return one_per_process(RunEventRouter)

@@ -1,0 +1,261 @@
+"""Which model the crews talk to, and how to build CrewAI's own `LLM` for it.
+
+No provider clients are written here: every provider goes through `crewai.LLM`, including the
+embedded demo model, which is an OpenAI-compatible server reached over real HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from crewai import LLM
+from openai import OpenAI
+
+from crewdash.config import DEFAULT_OPENAI_MODEL, DEMO_MODEL_NAME
+from crewdash.errors import SettingsError
+from crewdash.retries import ResilientTransport, shared_limiter
+
+PROVIDERS = ("demo", "openai", "anthropic", "gemini", "ollama", "openai_compatible")
+PROVIDER_LABELS = {
+    "demo": "Demo (simulated, offline)",
+    "openai": "OpenAI",
+    "anthropic": "Anthropic",
+    "gemini": "Google Gemini",
+    "ollama": "Ollama",
+    "openai_compatible": "OpenAI-compatible URL (vLLM, LM Studio, llama.cpp…)",
+}
+DEFAULT_MODELS = {
+    "demo": DEMO_MODEL_NAME,
+    "openai": DEFAULT_OPENAI_MODEL,
+    "anthropic": "claude-3-5-haiku-latest",
+    "gemini": "gemini-2.0-flash",
+    "ollama": "llama3.2",
+    "openai_compatible": "local-model",
+}
+KEY_VARIABLES = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+OLLAMA_URL = "http://localhost:11434"
+_DEMO_KEY = "crewdash-demo-no-key-needed"
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """A provider choice. `api_key` is kept out of repr so it never lands in logs."""
+
+    provider: str = "demo"
+    model: str = DEMO_MODEL_NAME
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout_s: float = 120.0
+    requests_per_minute: int | None = None  # shared by all crews on this endpoint
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise SettingsError(
+                f"unknown provider {self.provider!r}; choose one of {', '.join(PROVIDERS)}"
+            )
+        if not self.model.strip():
+            raise SettingsError("choose a model name")
+        if self.provider == "openai_compatible" and not self.base_url:
+            raise SettingsError("an OpenAI-compatible provider needs a base URL")
+
+    @property
+    def is_demo(self) -> bool:
+        return self.provider == "demo"
+
+    @property
+    def label(self) -> str:
+        """How the UI names the model; the demo is always called simulated."""
+        if self.is_demo:
+            return f"Simulated demo model ({self.model})"
+        return f"{self.provider}/{self.model}"
+
+
+def default_llm_settings(env: Mapping[str, str] | None = None) -> LLMSettings:
+    """The demo model, unless `OPENAI_API_KEY` is set (then OpenAI, `CREWDASH_OPENAI_MODEL`)."""
+    env = os.environ if env is None else env
+    if env.get("OPENAI_API_KEY"):
+        return LLMSettings(
+            provider="openai",
+            model=env.get("CREWDASH_OPENAI_MODEL") or DEFAULT_OPENAI_MODEL,
+            base_url=env.get("OPENAI_BASE_URL") or None,
+        )
+    return LLMSettings()
+
+
+class _SyncClients:
+    """OpenAI HTTP clients shared by every crew that talks to the same endpoint.
+
+    Each crew still gets its own `LLM` object (own token counters, own stop words), but building
+    an OpenAI client costs about 40 ms of CPU (a fresh TLS context), which serialized under the
+    GIL would delay the last of 50 crews by two seconds. `openai.OpenAI` is thread-safe and pools
+    connections, so one per endpoint is what its authors recommend. The async client stays
+    per-LLM (built lazily by CrewAI) because an async connection pool is bound to one event loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str, float, int], OpenAI] = {}
+
+    def get(self, base_url: str, api_key: str, timeout: float, rpm: int | None) -> OpenAI:
+        digest = hashlib.sha256(api_key.encode()).hexdigest()  # the key itself is not kept as a key
+        key = (base_url, digest, timeout, rpm or 0)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                # Retries live in the transport (tenacity, visible in the timeline), so the SDK's
+                # own retries are off; the rate limit is shared by everything on this endpoint.
+                transport = ResilientTransport(limiter=shared_limiter(base_url, rpm))
+                client = OpenAI(
+                    api_key=api_key,
+                    base_url=base_url,
+                    timeout=timeout,
+                    max_retries=0,
+                    http_client=httpx.Client(transport=transport, timeout=timeout),
+                )
+                self._clients[key] = client
+            return client
+
+
+_shared = _SyncClients()
+
+
+def _openai_llm(
+    model: str, base_url: str | None, api_key: str | None, rpm: int | None = None, **kwargs: Any
+) -> LLM:
+    if not api_key:
+        raise SettingsError("this provider needs an API key")
+    url = base_url or "https://api.openai.com/v1"
+    # Built without a key, CrewAI defers client creation; we then hand it the shared client.
+    llm = LLM(model=f"openai/{model}", base_url=url, **kwargs)
+    llm.api_key = api_key
+    if getattr(llm, "_client", "missing") is None:
+        llm._client = _shared.get(url, api_key, float(kwargs.get("timeout") or 600), rpm)
+    return llm
+
+
+def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
+    """A new CrewAI `LLM` for one crew (clients are not shared between crews)."""
+    kwargs: dict[str, Any] = {"timeout": settings.timeout_s}
+    if settings.temperature is not None:
+        kwargs["temperature"] = settings.temperature
+    if settings.max_tokens is not None:
+        kwargs["max_tokens"] = settings.max_tokens
+    if settings.is_demo:
+        demo_base_url = settings.base_url or demo_base_url  # a session's own demo behaviour
+        if not demo_base_url:
+            raise SettingsError("the demo model is not running")
+        return _openai_llm(
+            settings.model, demo_base_url, _DEMO_KEY, settings.requests_per_minute, **kwargs
+        )
+    if settings.provider == "openai_compatible":
+        return _openai_llm(
+            settings.model,
+            settings.base_url,
+            settings.api_key or "not-needed",
+            settings.requests_per_minute,
+            **kwargs,
+        )
+    if settings.provider == "ollama":
+        return LLM(
+            model=f"ollama/{settings.model}", base_url=settings.base_url or OLLAMA_URL, **kwargs
+        )
+    if settings.provider in ("anthropic", "gemini"):
+        key = settings.api_key or next(
+            (os.environ[v] for v in KEY_VARIABLES[settings.provider] if os.environ.get(v)), None
+        )
+        if not key:
+            names = " or ".join(KEY_VARIABLES[settings.provider])
+            raise SettingsError(f"{PROVIDER_LABELS[settings.provider]} needs an API key ({names})")
+        return LLM(model=f"{settings.provider}/{settings.model}", api_key=key, **kwargs)
+    return _openai_llm(
+        settings.model,
+        settings.base_url,
+        settings.api_key or os.environ.get("OPENAI_API_KEY"),
+        settings.requests_per_minute,
+        **kwargs,
+    )
+
+
+@dataclass(frozen=True)
+class ConnectionCheck:
+    """The outcome of one tiny call: the reply and its latency, or a plain-words error."""
+
+    ok: bool
+    latency_s: float
+    reply: str | None = None
+    error: str | None = None
+
+
+def plain_error(exc: BaseException, settings: LLMSettings) -> str:
+    """What went wrong, in words a user can act on, with any API key blanked out."""
+    import openai
+
+    where = settings.base_url or (
+        OLLAMA_URL if settings.provider == "ollama" else PROVIDER_LABELS[settings.provider]
+    )
+    causes = [exc]
+    while causes[-1].__cause__ is not None and len(causes) < 5:
+        causes.append(causes[-1].__cause__)
+    status = next(
+        (getattr(c, "status_code", None) for c in causes if getattr(c, "status_code", None)), None
+    )
+    detail = " ".join(str(exc).split())[:300]
+    if status is None and (code := re.search(r"Error code: (\d{3})", detail)):
+        status = int(code.group(1))  # CrewAI re-raises some provider errors as ValueError
+    if isinstance(exc, openai.APITimeoutError) or isinstance(exc, TimeoutError):
+        text = f"No answer from {where} within {settings.timeout_s:g} s (timeout)."
+    elif isinstance(exc, openai.APIConnectionError) or isinstance(exc, ConnectionError):
+        text = f"Cannot reach {where}: check the URL and that the server is running."
+    elif status == 401 or isinstance(exc, openai.AuthenticationError):
+        text = "The API key was rejected (401): check the key for this provider."
+    elif status == 403:
+        text = "The key is not allowed to use this model (403)."
+    elif status == 404:
+        text = f"Unknown model {settings.model!r} or wrong URL (404) at {where}."
+    elif status == 429:
+        text = "Rate limited by the provider (429): wait a moment or lower the concurrency."
+    elif isinstance(exc, ImportError):
+        text = f"This provider needs an extra package: {detail}"
+    elif isinstance(exc, SettingsError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {detail}"
+    if settings.api_key and len(settings.api_key) >= 4:
+        text = text.replace(settings.api_key, "***")
+    return text if len(text) <= 400 else text[:399] + "…"
+
+
+def check_connection(
+    settings: LLMSettings, demo_base_url: str | None = None, timeout_s: float = 20.0
+) -> ConnectionCheck:
+    """One tiny call through CrewAI's `LLM`, for the sidebar's “Test connection”."""
+    import time
+    from dataclasses import replace
+
+    quick = replace(settings, timeout_s=timeout_s, max_tokens=settings.max_tokens or 16)
+    started = time.perf_counter()
+    try:
+        llm = build_llm(quick, demo_base_url)
+        shared = getattr(llm, "_client", None)
+        if shared is not None:  # one try, no retries: quick feedback
+            single = OpenAI(
+                api_key=shared.api_key, base_url=shared.base_url, timeout=timeout_s, max_retries=0
+            )
+            setattr(llm, "_client", single)  # noqa: B010 - CrewAI's private client slot
+        reply = llm.call("Reply with exactly: pong")
+    except Exception as exc:  # noqa: BLE001 - shown to the user in plain words
+        return ConnectionCheck(False, time.perf_counter() - started, error=plain_error(exc, quick))
+    return ConnectionCheck(True, time.perf_counter() - started, reply=str(reply)[:200])
