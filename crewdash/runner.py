@@ -1,0 +1,375 @@
+"""The background runner: one asyncio loop on a daemon thread, one asyncio task per crew.
+
+Callers on any thread `submit` and get a batch id at once, then read snapshots; nothing ever
+blocks on the loop. The loop's default executor is sized to the concurrency limit, because CrewAI
+hops to that executor internally and Python's default (min(32, cpu + 4) = 6 threads on a 2-core
+machine) would silently cap concurrent crews at 6.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from crewai import Crew
+from crewai.crews.crew_output import CrewOutput
+from crewai.events import crewai_event_bus
+
+from crewdash.admission import Admission
+from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState, TokenUsage
+from crewdash.blueprints import Blueprint, load_blueprint
+from crewdash.config import DEFAULT_MAX_CONCURRENCY
+from crewdash.errors import CrewdashError, SettingsError, UnknownBatchError
+from crewdash.events import current_run, event_router
+from crewdash.llm import LLMSettings, build_llm, plain_error
+from crewdash.store import Store
+
+log = logging.getLogger(__name__)
+
+# Threads beyond the crew limit, for CrewAI's own hops (event-bus flushes, memory drains).
+EXECUTOR_HEADROOM = 8
+MAX_BATCHES_KEPT = 500
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Per-batch choices: the model and how many of this batch's crews may run at once."""
+
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    crew_timeout_s: float | None = None  # None: no limit beyond the LLM's own timeout
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_concurrency <= 1000:
+            raise SettingsError("max concurrent crews must be between 1 and 1000")
+        if self.crew_timeout_s is not None and not 0 < self.crew_timeout_s <= 86_400:
+            raise SettingsError("the per-crew timeout must be between 0 and 86400 seconds")
+
+
+CrewFactory = Callable[[Blueprint, str, RunSettings], Crew]
+
+
+class ShuttingDownError(CrewdashError):
+    """The runner no longer admits batches."""
+
+
+def describe_error(exc: BaseException, secrets: Sequence[str | None] = ()) -> str:
+    """One line for the user: the exception type and its first line, without a traceback, and
+    with any secret (an API key a provider echoed back) blanked out."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            message = message.replace(secret, "***")
+    return message if len(message) <= 400 else message[:399] + "…"
+
+
+class Runner:
+    """Runs batches of crews concurrently on its own event loop thread."""
+
+    def __init__(
+        self,
+        crew_factory: CrewFactory | None = None,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        demo_base_url: Callable[[], str] | None = None,
+        load: Callable[[str], Blueprint] = load_blueprint,
+        store: Store | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise SettingsError("max concurrency must be at least 1")
+        self.max_concurrency = max_concurrency
+        self._demo_base_url = demo_base_url
+        self._factory = crew_factory or self._build_from_blueprint
+        self._load = load
+        self.store = store
+        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self._cancelled: set[str] = set()  # touched on the loop thread only
+        self._shutting_down = False
+        self._router = event_router()
+        self._batches: OrderedDict[str, Batch] = OrderedDict()
+        self._futures: dict[str, Future[None]] = {}
+        self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(
+            max_workers=max_concurrency + EXECUTOR_HEADROOM, thread_name_prefix="crewdash-crew"
+        )
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(self.executor)
+        self._admission = Admission(max_concurrency)  # used on the loop thread only
+        self._batch_numbers = itertools.count()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="crewdash-runner", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def _build_from_blueprint(
+        self, blueprint: Blueprint, topic: str, settings: RunSettings
+    ) -> Crew:
+        demo_url = self._demo_base_url() if settings.llm.is_demo and self._demo_base_url else None
+        return blueprint.build(build_llm(settings.llm, demo_url))
+
+    def submit(
+        self,
+        blueprint: str | Blueprint,
+        topics: Sequence[str],
+        settings: RunSettings | None = None,
+        *,
+        notes: Sequence[str] = (),
+        source: str = "page",
+        inputs: Mapping[str, str] | None = None,
+        fan_out: str | None = None,
+    ) -> str:
+        """Start one crew per topic and return the batch id at once.
+
+        The blueprint and every crew's inputs are checked first, so a bad blueprint starts nothing.
+        """
+        settings = settings or RunSettings()
+        if not topics:
+            raise SettingsError("a batch needs at least one topic")
+        bp = self._load(blueprint) if isinstance(blueprint, str) else blueprint
+        crew_inputs = [bp.inputs_for(topic, inputs, fan_out) for topic in topics]
+        if self._shutting_down or self._loop.is_closed() or not self._thread.is_alive():
+            raise ShuttingDownError("the server is shutting down; try again in a moment")
+        batch_id = uuid.uuid4().hex[:12]
+        batch = Batch(
+            batch_id,
+            bp.name,
+            topics,
+            model_label=settings.llm.label,
+            max_concurrency=min(settings.max_concurrency, self.max_concurrency),
+            notes=notes,
+            model=settings.llm.model,
+        )
+        if self.store is not None:
+            self.store.create_batch(batch.snapshot(), source)  # before any crew can finish
+        with self._lock:
+            self._batches[batch_id] = batch
+            while len(self._batches) > MAX_BATCHES_KEPT:
+                old_id, old = self._batches.popitem(last=False)
+                if not old.snapshot().done:  # never forget a live batch
+                    self._batches[old_id] = old
+                    self._batches.move_to_end(old_id, last=False)
+                    break
+                self._futures.pop(old_id, None)
+            self._futures[batch_id] = asyncio.run_coroutine_threadsafe(
+                self._run_batch(
+                    batch, next(self._batch_numbers), bp, list(topics), crew_inputs, settings
+                ),
+                self._loop,
+            )
+        return batch_id
+
+    def batch(self, batch_id: str) -> Batch:
+        with self._lock:
+            try:
+                return self._batches[batch_id]
+            except KeyError:
+                raise UnknownBatchError(batch_id) from None
+
+    def batch_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._batches)
+
+    def snapshot(self, batch_id: str) -> BatchSnapshot:
+        """The batch's current immutable snapshot."""
+        return self.batch(batch_id).snapshot()
+
+    async def _run_batch(
+        self,
+        batch: Batch,
+        number: int,
+        blueprint: Blueprint,
+        topics: list[str],
+        inputs: list[dict[str, str]],
+        settings: RunSettings,
+    ) -> None:
+        tasks = []
+        crews = zip(batch.run_ids, topics, inputs, strict=True)
+        for index, (run_id, topic, crew_inputs) in enumerate(crews):
+            if batch.batch_id in self._cancelled or run_id in self._cancelled:
+                await self._finish(
+                    batch, batch.ending(run_id, CrewState.CANCELLED, error="cancelled")
+                )
+                continue
+            crew_run = self._run_crew(
+                batch, run_id, blueprint, topic, crew_inputs, settings, (number, index)
+            )
+            tasks.append(asyncio.create_task(crew_run, name=run_id))
+            self._tasks[batch.batch_id] = tasks
+            # A crew's first step (building it, CrewAI's synchronous kickoff preparation) holds
+            # the loop for ~30 ms; yielding here starts one crew per loop iteration, so timers
+            # and I/O are served between starts instead of after all N of them.
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for crew in batch.snapshot().crews:  # a task cancelled before its first step never ran
+            if not crew.state.final:
+                await self._finish(batch, self._stopped(batch, crew.run_id))
+        self._tasks.pop(batch.batch_id, None)
+        self._cancelled.difference_update({batch.batch_id, *batch.run_ids})
+        if self.store is not None:
+            await asyncio.to_thread(crewai_event_bus.flush, 10)  # late spans go in too
+            await self._persist(self.store.finish_batch, batch.snapshot())
+
+    async def _persist(self, write: Callable[..., None], *args: Any) -> None:
+        """A store write off the loop; a failing database is logged, the run goes on."""
+        try:
+            await asyncio.to_thread(write, *args)
+        except Exception as exc:  # noqa: BLE001 - results stay in memory and in the page
+            log.error("could not save to the history database: %s", describe_error(exc))
+
+    def cancel(self, batch_id: str) -> int:
+        """Cancel a batch's unfinished crews; returns how many were still queued or running."""
+        batch = self.batch(batch_id)
+        pending = [c for c in batch.snapshot().crews if not c.state.final]
+
+        def _cancel() -> None:
+            self._cancelled.add(batch_id)
+            for task in self._tasks.get(batch_id, []):
+                task.cancel()
+
+        self._loop.call_soon_threadsafe(_cancel)
+        return len(pending)
+
+    def admission(self, batch_id: str) -> tuple[int, int]:
+        """(crews of earlier batches still queued ahead of this one, crews running now), for
+        showing a batch's place in the process-wide queue."""
+        with self._lock:
+            batches = list(self._batches.values())
+        ahead = running = 0
+        for other in batches:
+            crews = other.snapshot().crews
+            running += sum(1 for c in crews if c.state is CrewState.RUNNING)
+            if other.batch_id == batch_id:
+                break
+            ahead += sum(1 for c in crews if c.state is CrewState.QUEUED)
+        else:
+            raise UnknownBatchError(batch_id)
+        return ahead, running
+
+    def cancel_crew(self, batch_id: str, run_id: str) -> bool:
+        """Cancel one crew of a batch; False if it had already ended."""
+        batch = self.batch(batch_id)
+        crew = next((c for c in batch.snapshot().crews if c.run_id == run_id), None)
+        if crew is None:
+            raise UnknownBatchError(f"{batch_id}/{run_id}")
+        if crew.state.final:
+            return False
+
+        def _cancel() -> None:
+            self._cancelled.add(run_id)
+            for task in self._tasks.get(batch_id, []):
+                if task.get_name() == run_id:
+                    task.cancel()
+
+        self._loop.call_soon_threadsafe(_cancel)
+        return True
+
+    async def _run_crew(
+        self,
+        batch: Batch,
+        run_id: str,
+        blueprint: Blueprint,
+        topic: str,
+        inputs: dict[str, str],
+        settings: RunSettings,
+        order: tuple[int, int],
+    ) -> None:
+        agent_ids: list[str] = []
+        batch_limit = min(settings.max_concurrency, self.max_concurrency)
+        try:
+            async with self._admission.slot(order, batch.batch_id, batch_limit):
+                token = current_run.set((batch, run_id))
+                try:
+                    crew = self._factory(blueprint, topic, settings)
+                    agent_ids = [str(agent.id) for agent in crew.agents]
+                    self._router.track_agents((batch, run_id), agent_ids)
+                    batch.mark_running(run_id, agent_ids)
+                    if self.store is not None:
+                        running = batch.snapshot().crews[batch.run_ids.index(run_id)]
+                        await self._persist(self.store.save_crew, batch.batch_id, running)
+                    try:
+                        output = await asyncio.wait_for(
+                            crew.akickoff(inputs=inputs), settings.crew_timeout_s
+                        )
+                    except TimeoutError:  # the crew is cancelled; its spans so far are kept
+                        limit = settings.crew_timeout_s
+                        ended = batch.ending(
+                            run_id, CrewState.TIMED_OUT, error=f"timed out after {limit:g} s"
+                        )
+                    else:
+                        if not isinstance(output, CrewOutput):
+                            raise TypeError(f"crew returned {type(output).__name__}")
+                        usage = output.token_usage.model_dump() if output.token_usage else None
+                        ended = batch.ending(
+                            run_id,
+                            CrewState.SUCCEEDED,
+                            result=output.raw,
+                            tokens=TokenUsage.from_mapping(usage),
+                        )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one crew's failure never touches another
+                    error = plain_error(exc, settings.llm)
+                    log.info("crew %s failed: %s", run_id, error)
+                    ended = batch.ending(run_id, CrewState.FAILED, error=error)
+                finally:
+                    self._router.forget_agents(agent_ids)
+                    current_run.reset(token)
+        except asyncio.CancelledError:
+            ended = self._stopped(batch, run_id)
+            await asyncio.shield(self._finish(batch, ended))
+            raise
+        await self._finish(batch, ended)
+
+    def _stopped(self, batch: Batch, run_id: str) -> CrewSnapshot:
+        """The ending of a crew stopped from outside: cancelled, or interrupted by shutdown."""
+        if self._shutting_down:
+            return batch.ending(
+                run_id,
+                CrewState.INTERRUPTED,
+                error="interrupted: the server stopped before this crew finished",
+            )
+        return batch.ending(run_id, CrewState.CANCELLED, error="cancelled")
+
+    async def _finish(self, batch: Batch, ended: CrewSnapshot) -> None:
+        """Commit the crew's end to the store first, then show it: durable before visible."""
+        if self.store is not None:
+            await self._persist(self.store.save_crew, batch.batch_id, ended)
+        batch.end(ended)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop admitting, end what is still running as interrupted (saved to the store), then
+        stop the loop and its thread. Used on shutdown (SIGTERM) and by tests."""
+        if self._loop.is_closed():
+            return
+        self._shutting_down = True
+
+        async def _cancel_all() -> None:
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop).result(timeout)
+            except Exception:  # noqa: BLE001 - best effort on shutdown
+                log.warning("some crews did not stop within %.1f s", timeout)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+        if not self._loop.is_running():
+            self._loop.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
