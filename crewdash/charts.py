@@ -1,0 +1,306 @@
+"""Plotly figures and tables built from a `BatchSnapshot` (pure functions; no Streamlit).
+
+The timeline puts every crew and every LLM call on one wall-clock axis: overlapping bars are the
+visible proof that crews ran concurrently.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState
+from crewdash.bench import STRATEGIES, BenchReport, StrategyResult
+
+STATE_COLORS = {
+    CrewState.QUEUED: "#b0b7c3",
+    CrewState.RUNNING: "#3b82f6",
+    CrewState.SUCCEEDED: "#16a34a",
+    CrewState.FAILED: "#dc2626",
+    CrewState.CANCELLED: "#6b7280",
+    CrewState.TIMED_OUT: "#ea580c",
+    CrewState.INTERRUPTED: "#a16207",
+}
+SPAN_COLORS = {"llm": "#f59e0b", "tool": "#8b5cf6", "retry": "#dc2626"}
+SPAN_NAMES = {"llm": "LLM call", "tool": "tool use", "retry": "retry wait"}
+
+
+def crew_label(crew: CrewSnapshot, width: int = 32) -> str:
+    """A short unique label for axes: index and the start of the topic."""
+    topic = crew.topic if len(crew.topic) <= width else crew.topic[: width - 1] + "…"
+    return f"#{crew.index + 1} {topic}"
+
+
+def status_table(snap: BatchSnapshot) -> pd.DataFrame:
+    """One row per crew, for the live status table."""
+    now = time.time()
+    rows = []
+    for crew in snap.crews:
+        llm_calls = [s for s in crew.spans if s.kind == "llm"]
+        rows.append(
+            {
+                "#": crew.index + 1,
+                "Topic": crew.topic,
+                "State": crew.state.value,
+                "Step": crew.error if crew.state is CrewState.FAILED else crew.step,
+                "Start (s)": None if crew.started_at is None else crew.started_at - snap.created_at,
+                "Duration (s)": None
+                if crew.started_at is None
+                else (crew.finished_at or now) - crew.started_at,
+                "LLM calls": len(llm_calls),
+                "Tokens": crew.tokens.total,
+                "Cost ($)": snap.crew_cost(crew),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _height(n: int) -> int:
+    return max(260, min(2400, 90 + 26 * n))
+
+
+def timeline_figure(snap: BatchSnapshot) -> go.Figure:
+    """Crews as wide bars, their LLM calls as narrow bars inside, on a shared seconds axis."""
+    now = time.time()
+    fig = go.Figure()
+    labels = [crew_label(c) for c in snap.crews]
+    for state in CrewState:
+        crews = [
+            (lbl, c)
+            for lbl, c in zip(labels, snap.crews, strict=True)
+            if c.state is state and c.started_at is not None
+        ]
+        if not crews:
+            continue
+        starts = [c.started_at - snap.created_at for _, c in crews]  # type: ignore[operator]
+        ends = [(c.finished_at or now) - snap.created_at for _, c in crews]
+        fig.add_bar(
+            y=[lbl for lbl, _ in crews],
+            x=[e - s for s, e in zip(starts, ends, strict=True)],
+            base=starts,
+            orientation="h",
+            name=f"crew {state.value}",
+            marker_color=STATE_COLORS[state],
+            opacity=0.35,
+            width=0.8,
+            hovertemplate="%{y}<br>start %{base:.2f} s<br>%{x:.2f} s<extra>crew</extra>",
+        )
+    for kind, color in SPAN_COLORS.items():
+        ys, xs, bases, texts = [], [], [], []
+        for lbl, crew in zip(labels, snap.crews, strict=True):
+            for span in crew.spans:
+                if span.kind != kind or span.started_at is None:
+                    continue
+                end = span.finished_at or now
+                ys.append(lbl)
+                bases.append(span.started_at - snap.created_at)
+                xs.append(end - span.started_at)
+                status = f"error: {span.error}" if span.error else f"{span.tokens.total} tokens"
+                texts.append(f"{span.name} · {status}")
+        if ys:
+            fig.add_bar(
+                y=ys,
+                x=xs,
+                base=bases,
+                orientation="h",
+                width=0.35,
+                marker_color=color,
+                name=SPAN_NAMES[kind],
+                text=texts,
+                textposition="none",
+                hovertemplate="%{y}<br>%{text}<br>start %{base:.2f} s, %{x:.2f} s<extra></extra>",
+            )
+    fig.update_layout(
+        barmode="overlay",
+        height=_height(len(snap.crews)),
+        margin={"l": 10, "r": 10, "t": 30, "b": 40},
+        xaxis_title="seconds since the batch was submitted",
+        yaxis={"categoryorder": "array", "categoryarray": labels[::-1], "type": "category"},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    )
+    fig.update_xaxes(rangemode="tozero")
+    return fig
+
+
+def tokens_figure(snap: BatchSnapshot) -> go.Figure:
+    """Prompt and completion tokens per crew, stacked, with each crew's cost on hover."""
+    labels = [crew_label(c, 20) for c in snap.crews]
+    costs = [snap.crew_cost(c) for c in snap.crews]
+    hover = [f"${c:.6f}" if c is not None else "no price for this model" for c in costs]
+    fig = go.Figure()
+    fig.add_bar(
+        x=labels,
+        y=[c.tokens.prompt for c in snap.crews],
+        name="prompt tokens",
+        marker_color="#93c5fd",
+        customdata=hover,
+        hovertemplate="%{x}<br>%{y} prompt tokens<br>%{customdata}<extra></extra>",
+    )
+    fig.add_bar(
+        x=labels,
+        y=[c.tokens.completion for c in snap.crews],
+        name="completion tokens",
+        marker_color="#2563eb",
+        customdata=hover,
+        hovertemplate="%{x}<br>%{y} completion tokens<br>%{customdata}<extra></extra>",
+    )
+    total = snap.cost
+    fig.update_layout(
+        barmode="stack",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        yaxis_title="tokens",
+        title=f"{snap.tokens.total:,} tokens · "
+        + (f"${total:.4f}" if total is not None else f"no price for {snap.model or 'model'}"),
+        xaxis={
+            "categoryorder": "array",
+            "categoryarray": labels,
+            "showticklabels": len(labels) <= 30,
+        },
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    )
+    return fig
+
+
+def latency_figure(snap: BatchSnapshot) -> go.Figure:
+    """Each crew's duration, coloured by state, with the batch wall time as a line."""
+    now = time.time()
+    fig = go.Figure()
+    for state in CrewState:
+        crews = [c for c in snap.crews if c.state is state and c.started_at is not None]
+        if crews:
+            fig.add_bar(
+                x=[crew_label(c, 20) for c in crews],
+                y=[(c.finished_at or now) - c.started_at for c in crews],  # type: ignore[operator]
+                name=state.value,
+                marker_color=STATE_COLORS[state],
+                hovertemplate="%{x}<br>%{y:.2f} s<extra></extra>",
+            )
+    fig.add_hline(
+        y=snap.wall_s,
+        line_dash="dash",
+        line_color="#111827",
+        annotation_text=f"batch wall {snap.wall_s:.2f} s",
+        annotation_position="top left",
+    )
+    fig.update_layout(
+        height=360,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        yaxis_title="crew latency (s)",
+        xaxis={
+            "categoryorder": "array",
+            "categoryarray": [crew_label(c, 20) for c in snap.crews],
+            "showticklabels": len(snap.crews) <= 30,
+        },
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    )
+    return fig
+
+
+def _strategy_colors(names: list[str]) -> list[str]:
+    return ["#2563eb" if n == "crewdash" else "#9ca3af" for n in names]
+
+
+def bench_table(report: BenchReport) -> pd.DataFrame:
+    """One row per strategy, as the CLI prints it."""
+    return pd.DataFrame(
+        [
+            {
+                "Strategy": STRATEGIES[r.strategy].label
+                if r.strategy in STRATEGIES
+                else r.strategy,
+                "Code": STRATEGIES[r.strategy].code if r.strategy in STRATEGIES else "",
+                "Wall (s)": r.wall_s,
+                "Speedup vs sequential": r.speedup_vs_sequential,
+                "Floor / wall": r.efficiency_vs_floor,
+                "Peak concurrent calls": r.peak_concurrency,
+                "Errors": "; ".join(r.errors),
+            }
+            for r in report.results
+        ]
+    )
+
+
+def bench_bar_figure(report: BenchReport, metric: str) -> go.Figure:
+    """Wall time (`wall_s`) or speedup (`speedup_vs_sequential`) per strategy."""
+    ok = [r for r in report.results if r.ok]
+    names = [r.strategy for r in ok]
+    values = [getattr(r, metric) or 0.0 for r in ok]
+    fig = go.Figure(
+        go.Bar(
+            x=[STRATEGIES[n].label if n in STRATEGIES else n for n in names],
+            y=values,
+            marker_color=_strategy_colors(names),
+            text=[f"{v:.2f}{' s' if metric == 'wall_s' else '×'}" for v in values],
+            textposition="outside",
+        )
+    )
+    if metric == "wall_s":
+        fig.add_hline(
+            y=report.floor_s,
+            line_dash="dash",
+            line_color="#16a34a",
+            annotation_text=f"floor {report.floor_s:.2f} s",
+            annotation_position="top left",
+        )
+    fig.update_layout(
+        height=360,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        yaxis_title="wall time (s)" if metric == "wall_s" else "speedup vs sequential (×)",
+    )
+    return fig
+
+
+def bench_timeline_figure(result: StrategyResult) -> go.Figure:
+    """One strategy's LLM calls on its own clock: stair steps mean serialization."""
+    spans = result.spans
+    fig = go.Figure(
+        go.Bar(
+            y=[f"call {i + 1}" for i in range(len(spans))],
+            x=[s.end - s.start for s in spans],
+            base=[s.start for s in spans],
+            orientation="h",
+            marker_color=["#dc2626" if s.error else SPAN_COLORS["llm"] for s in spans],
+            hovertemplate="%{y}: start %{base:.2f} s, %{x:.2f} s<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=_height(len(spans)),
+        margin={"l": 10, "r": 10, "t": 30, "b": 40},
+        xaxis_title="seconds since the strategy started",
+        yaxis={"autorange": "reversed", "showticklabels": len(spans) <= 40},
+    )
+    return fig
+
+
+def sweep_figure(reports: list[BenchReport]) -> go.Figure:
+    """Wall time against N for every strategy, with the floor."""
+    fig = go.Figure()
+    names = list(dict.fromkeys(r.strategy for rep in reports for r in rep.results))
+    for name in names:
+        points = [(rep.n, rep.result(name)) for rep in reports]
+        xs = [n for n, r in points if r is not None and r.ok]
+        ys = [r.wall_s for _, r in points if r is not None and r.ok]
+        fig.add_scatter(
+            x=xs,
+            y=ys,
+            mode="lines+markers",
+            name=STRATEGIES[name].label if name in STRATEGIES else name,
+            line={"width": 4 if name == "crewdash" else 2},
+        )
+    fig.add_scatter(
+        x=[r.n for r in reports],
+        y=[r.floor_s for r in reports],
+        mode="lines",
+        name="floor",
+        line={"dash": "dash", "color": "#16a34a"},
+    )
+    fig.update_layout(
+        height=400,
+        margin={"l": 10, "r": 10, "t": 30, "b": 40},
+        xaxis_title="crews (N)",
+        yaxis_title="wall time (s)",
+    )
+    return fig

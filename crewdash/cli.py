@@ -1,0 +1,245 @@
+"""Command line: run a batch from a terminal, or serve the demo model on its own.
+
+python -m crewdash run "topic one" "topic two" [--latency 1.0] [--json out.json]
+python -m crewdash run --n 50 --latency 1.0 --json bench-50.json
+python -m crewdash demo-llm --port 8001 --profile hosted
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from crewdash.batch import BatchSnapshot, CrewState
+from crewdash.bench import MAX_N, STRATEGIES, BenchReport, check_n, parse_strategies, run_sweep
+from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL
+from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
+from crewdash.errors import CrewdashError, SettingsError
+from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
+from crewdash.runner import RunSettings
+from crewdash.runtime import Runtime, demo_profile_from_env
+from crewdash.store import Store
+from crewdash.topics import parse_topics
+
+
+def summary(snap: BatchSnapshot) -> dict[str, Any]:
+    """The figures a run reports, as plain JSON-ready values."""
+    return {
+        "batch_id": snap.batch_id,
+        "blueprint": snap.blueprint,
+        "model": snap.model_label,
+        "crews": len(snap.crews),
+        "succeeded": snap.count(CrewState.SUCCEEDED),
+        "failed": snap.count(CrewState.FAILED),
+        "max_concurrency": snap.max_concurrency,
+        "wall_s": round(snap.wall_s, 3),
+        "slowest_crew_s": round(snap.slowest_crew_s, 3),
+        "sum_crew_s": round(snap.sum_crew_s, 3),
+        "speedup": round(snap.speedup, 2),
+        "wall_over_slowest": round(snap.wall_s / snap.slowest_crew_s, 3)
+        if snap.slowest_crew_s
+        else None,
+        "tokens": snap.tokens.total,
+        "crews_detail": [
+            {
+                "topic": c.topic,
+                "state": c.state.value,
+                "duration_s": None if c.duration is None else round(c.duration, 3),
+                "error": c.error,
+            }
+            for c in snap.crews
+        ],
+    }
+
+
+def _profile(args: argparse.Namespace) -> LatencyProfile:
+    base = demo_profile_from_env()
+    if args.latency is None and args.profile is None:
+        return base
+    kind = cast(ProfileKind, args.profile or "fixed")
+    seconds = base.seconds if args.latency is None else args.latency
+    return LatencyProfile(kind=kind, seconds=seconds, seed=base.seed)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    raw: list[str] = list(args.topics)
+    if args.file:
+        raw += Path(args.file).read_text(encoding="utf-8").splitlines()
+    if args.n:
+        raw += [f"topic {i + 1}" for i in range(args.n)]
+    topics = parse_topics(raw, max_topics=max(args.n or 0, 100))
+    for note in topics.notes:
+        print(note, file=sys.stderr)
+    runtime = Runtime(
+        RunSettings(llm=default_llm_settings(), max_concurrency=args.max_concurrency),
+        _profile(args),
+        None if args.no_history else Store(),
+    )
+    try:
+        settings = RunSettings(
+            llm=runtime.default_settings.llm, max_concurrency=args.max_concurrency
+        )
+        if settings.llm.is_demo:
+            runtime.warm_up().result(60)  # one-off process costs stay out of the timings
+        batch_id = runtime.runner.submit(args.blueprint, topics.items, settings, source="cli")
+        batch = runtime.runner.batch(batch_id)
+        reported: set[str] = set()
+        while True:
+            done = batch.wait(0.2)
+            for crew in batch.snapshot().crews:
+                if crew.state.final and crew.run_id not in reported:
+                    reported.add(crew.run_id)
+                    print(
+                        f"{crew.state.value:>9}  {crew.duration or 0:6.2f} s  {crew.topic}",
+                        file=sys.stderr,
+                    )
+            if done:
+                break
+        snap = batch.snapshot()
+    finally:
+        runtime.close()
+    result = summary(snap)
+    print(
+        f"{result['succeeded']}/{result['crews']} succeeded · wall {result['wall_s']:.2f} s · "
+        f"slowest crew {result['slowest_crew_s']:.2f} s · sum {result['sum_crew_s']:.2f} s · "
+        f"speedup {result['speedup']:.1f}×"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0 if result["failed"] == 0 else 1
+
+
+def _bench_llm(args: argparse.Namespace, calls: int) -> LLMSettings:
+    if args.provider == "demo":
+        return LLMSettings()
+    settings = LLMSettings(
+        provider=args.provider,
+        model=args.model or DEFAULT_OPENAI_MODEL,
+        base_url=args.base_url,
+        api_key=os.environ.get("OPENAI_API_KEY"),
+    )
+    if args.provider == "openai" and not settings.api_key:
+        raise SettingsError("provider openai needs OPENAI_API_KEY in the environment")
+    if not args.yes:
+        raise SettingsError(
+            f"this benchmark would make about {calls} calls to {settings.label}; "
+            "add --yes to confirm"
+        )
+    return settings
+
+
+def print_report(report: BenchReport) -> None:
+    print(
+        f"N={report.n} · one call {report.latency_s:.2f} s ({report.profile}) · "
+        f"framework CPU {report.framework_cpu_per_crew_ms:.1f} ms/crew · "
+        f"floor {report.floor_s:.2f} s · sequential "
+        f"{report.sequential_s:.2f} s{'' if report.sequential_measured else ' (estimated)'}"
+    )
+    header = f"{'strategy':<24}{'wall s':>9}{'speedup':>9}{'floor/wall':>11}{'peak':>6}  errors"
+    print(header)
+    print("-" * len(header))
+    for r in report.results:
+        wall = f"{r.wall_s:9.2f}" if r.wall_s is not None else f"{'-':>9}"
+        speed = f"{r.speedup_vs_sequential:8.2f}×" if r.speedup_vs_sequential else f"{'-':>9}"
+        eff = f"{r.efficiency_vs_floor:11.2f}" if r.efficiency_vs_floor else f"{'-':>11}"
+        print(f"{r.strategy:<24}{wall}{speed}{eff}{r.peak_concurrency:6d}  {'; '.join(r.errors)}")
+    lag = next((r.loop_lag_ms for r in report.results if r.loop_lag_ms), None)
+    if lag:
+        print(
+            f"runner loop lag (100 ms ticker): p50 {lag['p50']} ms, p99 {lag['p99']} ms, "
+            f"max {lag['max']} ms"
+        )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    strategies = parse_strategies(args.strategies)
+    ns = [check_n(int(x)) for x in args.sweep.split(",")] if args.sweep else [check_n(args.n)]
+    llm = _bench_llm(args, sum(ns) * len(strategies))
+    profile = _profile(args)
+    reports = run_sweep(
+        ns,
+        strategies,
+        profile,
+        llm,
+        progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr),
+    )
+    for report in reports:
+        print_report(report)
+        print()
+    if args.json:
+        payload: Any = [r.to_json() for r in reports] if args.sweep else reports[0].to_json()
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    failed = any(not r.ok for report in reports for r in report.results)
+    return 1 if failed else 0
+
+
+def cmd_demo_llm(args: argparse.Namespace) -> int:
+    server = DemoLLMServer(_profile(args), port=args.port).start()
+    print(f"demo model ({server.profile.describe()}) at {server.base_url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m crewdash",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def demo_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--latency", type=float, help="demo model: seconds per call")
+        p.add_argument("--profile", choices=PROFILE_KINDS, help="demo model latency profile")
+
+    run = sub.add_parser("run", help="run one crew per topic and report the timings")
+    run.add_argument("topics", nargs="*", help="topics (or use --file / --n)")
+    run.add_argument("--file", help="a file with one topic per line")
+    run.add_argument("--n", type=int, default=0, help="add N generated topics")
+    run.add_argument("--blueprint", default=DEFAULT_BLUEPRINT)
+    run.add_argument("--max-concurrency", type=int, default=100)
+    run.add_argument("--json", help="write the figures to this JSON file")
+    run.add_argument("--no-history", action="store_true", help="do not record the batch")
+    demo_options(run)
+    run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="measure every way of running N crews side by side")
+    bench.add_argument("--n", type=int, default=20, help=f"crews per strategy (1-{MAX_N})")
+    bench.add_argument("--sweep", help="several N, comma-separated: wall time against N")
+    bench.add_argument(
+        "--strategies", default="all", help=f"all, or some of: {', '.join(STRATEGIES)}"
+    )
+    bench.add_argument("--provider", default="demo", choices=PROVIDERS)
+    bench.add_argument("--model", help="model name for a real provider")
+    bench.add_argument("--base-url", help="base URL for an OpenAI-compatible provider")
+    bench.add_argument("--yes", action="store_true", help="confirm calls to a real provider")
+    bench.add_argument("--json", help="write the results to this JSON file")
+    demo_options(bench)
+    bench.set_defaults(func=cmd_bench, latency=1.0)
+
+    demo = sub.add_parser("demo-llm", help="serve the demo model on its own")
+    demo.add_argument("--port", type=int, default=8001)
+    demo_options(demo)
+    demo.set_defaults(func=cmd_demo_llm)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CrewdashError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,61 @@
+"""Token prices from `prices.yaml` (plus the user's `CREWDASH_PRICES_FILE`), and costs.
+
+Costs are derived from recorded token counts at read time, so a corrected price fixes history.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from crewdash.batch import TokenUsage
+from crewdash.config import PROJECT_ROOT
+from crewdash.errors import SettingsError
+
+BUILT_IN = PROJECT_ROOT / "prices.yaml"
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million prompt (input) and completion (output) tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, tokens: TokenUsage) -> float:
+        return (tokens.prompt * self.input + tokens.completion * self.output) / 1_000_000
+
+
+def _read(path: Path) -> dict[str, Price]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return {str(k): Price(float(v["input"]), float(v["output"])) for k, v in data.items()}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SettingsError(f"cannot read prices from {path}: {exc}") from None
+
+
+@lru_cache(maxsize=4)
+def _prices(extra: str) -> dict[str, Price]:
+    prices = _read(BUILT_IN) if BUILT_IN.exists() else {}
+    if extra:
+        prices.update(_read(Path(extra)))
+    return prices
+
+
+def prices() -> dict[str, Price]:
+    return _prices(os.environ.get("CREWDASH_PRICES_FILE", ""))
+
+
+def price_for(model: str) -> Price | None:
+    """The price of `model` (also tried without a `provider/` prefix); None if unknown."""
+    table = prices()
+    return table.get(model) or table.get(model.split("/", 1)[-1])
+
+
+def cost(model: str, tokens: TokenUsage) -> float | None:
+    price = price_for(model)
+    return None if price is None else price.cost(tokens)
