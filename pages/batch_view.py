@@ -1,0 +1,112 @@
+"""Renders one batch snapshot: headline figures, status table, charts, results.
+
+Shared by the pages that show a batch; reads only the immutable snapshot it is given.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from crewdash.batch import BatchSnapshot, CrewState
+from crewdash.charts import (
+    crew_label,
+    latency_figure,
+    status_table,
+    timeline_figure,
+    tokens_figure,
+)
+from crewdash.exports import FORMATS, export
+
+REFRESH_SECONDS = 0.75
+
+
+def render_headline(snap: BatchSnapshot) -> None:
+    done = snap.count(CrewState.SUCCEEDED) + snap.count(CrewState.FAILED)
+    cols = st.columns(6)
+    cols[0].metric(
+        "Crews finished",
+        f"{done} / {len(snap.crews)}",
+        help=f"{snap.count(CrewState.RUNNING)} running, "
+        f"{snap.count(CrewState.QUEUED)} queued, "
+        f"{snap.count(CrewState.FAILED)} failed",
+    )
+    cols[1].metric(
+        "Batch wall time", f"{snap.wall_s:.2f} s", help="From Run to the last crew's finish."
+    )
+    cols[2].metric(
+        "Sum of crew times",
+        f"{snap.sum_crew_s:.2f} s",
+        help="What the same crews would take one after another.",
+    )
+    cols[3].metric("Speedup", f"{snap.speedup:.1f}×", help="Sum of crew times ÷ wall time.")
+    cols[4].metric("Tokens", f"{snap.tokens.total:,}")
+    cost = snap.cost
+    cols[5].metric(
+        "Cost",
+        "n/a" if cost is None else f"${cost:.4f}",
+        help="From prices.yaml (extend with CREWDASH_PRICES_FILE)."
+        if cost is not None
+        else f"No price for {snap.model or 'this model'}: add it "
+        "to prices.yaml or your CREWDASH_PRICES_FILE.",
+    )
+
+
+def render_batch(snap: BatchSnapshot) -> None:
+    state_word = "finished" if snap.done else "running"
+    st.caption(
+        f"Batch `{snap.batch_id}` · blueprint **{snap.blueprint}** · {snap.model_label} · "
+        f"up to {snap.max_concurrency} crews at once · {state_word}"
+    )
+    render_headline(snap)
+    st.markdown(" · ".join(f"**{snap.count(state)}** {state.value}" for state in CrewState))
+    st.dataframe(
+        status_table(snap),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "Start (s)": st.column_config.NumberColumn(format="%.2f"),
+            "Duration (s)": st.column_config.NumberColumn(format="%.2f"),
+            "Cost ($)": st.column_config.NumberColumn(format="%.6f"),
+            "Topic": st.column_config.TextColumn(width="medium"),
+            "Step": st.column_config.TextColumn(width="large"),
+        },
+    )
+    timeline, latency, tokens = st.tabs(["Timeline", "Crew latency", "Tokens & cost"])
+    with timeline:
+        st.plotly_chart(timeline_figure(snap), width="stretch", key=f"timeline-{snap.batch_id}")
+    with latency:
+        st.plotly_chart(latency_figure(snap), width="stretch", key=f"latency-{snap.batch_id}")
+    with tokens:
+        st.plotly_chart(tokens_figure(snap), width="stretch", key=f"tokens-{snap.batch_id}")
+    st.subheader("Results")
+    finished = [c for c in snap.crews if c.state.final]
+    if not finished:
+        st.caption("Results appear here as each crew finishes.")
+    for crew in finished:
+        icon = (
+            ":material/check_circle:" if crew.state is CrewState.SUCCEEDED else ":material/cancel:"
+        )
+        with st.expander(
+            f"{crew_label(crew, 80)} · {crew.duration or 0:.2f} s",
+            icon=icon,
+            expanded=len(snap.crews) <= 5,
+        ):
+            if crew.state is CrewState.SUCCEEDED:
+                st.markdown(crew.result or "_(empty answer)_")
+            else:
+                st.error(crew.error or "failed")
+
+
+def render_downloads(snap: BatchSnapshot, where: str) -> list[st.delta_generator.DeltaGenerator]:
+    """CSV, JSON and Markdown download buttons; returns one spare column for the caller."""
+    cols = st.columns(len(FORMATS) + 1)
+    for col, (fmt, (mime, ext)) in zip(cols, FORMATS.items(), strict=False):
+        col.download_button(
+            f"Download {fmt.upper()}",
+            export(snap, fmt),
+            file_name=f"crewdash-{snap.batch_id}.{ext}",
+            mime=mime,
+            key=f"{where}.dl.{snap.batch_id}.{fmt}",
+            icon=":material/download:",
+        )
+    return cols[len(FORMATS) :]

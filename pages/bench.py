@@ -1,0 +1,148 @@
+"""Benchmark page: every common way of running N crews, measured side by side in one run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import streamlit as st
+
+from crewdash.bench import MAX_N, STRATEGIES, BenchReport, check_n, run_and_keep
+from crewdash.charts import bench_bar_figure, bench_table, bench_timeline_figure, sweep_figure
+from crewdash.demo_llm import LatencyProfile
+from crewdash.errors import CrewdashError
+from crewdash.llm import LLMSettings
+from pages.job_view import render_live_job
+from pages.session import runtime
+
+PROFILES = {
+    "fixed": "Fixed latency",
+    "hosted": "Hosted-API-like (1–3 s, long tail)",
+    "slow": "Slow (~6 s)",
+}
+
+rt = runtime()
+st.title("Benchmark: why async fan-out wins")
+st.write(
+    "Runs the same `timing` crew N times with each strategy, one strategy after another, and "
+    "measures wall time. The **floor** is one call's latency plus the framework's own CPU time "
+    "for N crews, measured in the same run against a zero-latency model."
+)
+
+with st.form("bench.form", border=True):
+    left, right = st.columns(2)
+    n = left.number_input("Crews per strategy (N)", 1, MAX_N, 20, key="bench.n")
+    profile = left.selectbox(
+        "Latency profile", list(PROFILES), format_func=PROFILES.get, key="bench.profile"
+    )
+    latency = left.number_input("Fixed latency (s)", 0.0, 30.0, 1.0, 0.1, key="bench.latency")
+    strategies = right.multiselect(
+        "Strategies",
+        list(STRATEGIES),
+        default=list(STRATEGIES),
+        format_func=lambda s: STRATEGIES[s].label,
+        key="bench.strategies",
+    )
+    sweep = right.text_input(
+        "Sweep N (optional, comma-separated)", key="bench.sweep", placeholder="1, 5, 10, 20"
+    )
+    real = rt.default_settings.llm
+    use_real = False
+    if not real.is_demo:
+        use_real = right.toggle(f"Use {real.label} instead of the demo model", key="bench.real")
+    confirm = (
+        right.checkbox("I confirm the calls to the real provider", key="bench.confirm")
+        if use_real
+        else True
+    )
+    go = st.form_submit_button("Run benchmark", type="primary", icon=":material/speed:")
+
+if go:
+    try:
+        ns = [check_n(int(x)) for x in sweep.replace(" ", "").split(",") if x] or [check_n(n)]
+        if not strategies:
+            raise CrewdashError("Choose at least one strategy.")
+        llm = real if use_real else LLMSettings()
+        calls = sum(ns) * len(strategies)
+        if use_real and not confirm:
+            raise CrewdashError(
+                f"This benchmark makes about {calls} calls to {real.label}: "
+                "tick the confirmation to run it."
+            )
+        lat = LatencyProfile(kind=profile, seconds=latency)
+        title = f"benchmark N={','.join(map(str, ns))} ({len(strategies)} strategies)"
+        job = rt.jobs.start(title, lambda p: run_and_keep(ns, strategies, lat, llm, rt.store, p))
+        st.session_state["bench.job_id"] = job
+    except CrewdashError as exc:
+        st.error(str(exc), icon=":material/error:")
+    except ValueError:
+        st.error("Sweep N must be whole numbers separated by commas, e.g. 1, 5, 10, 20.")
+
+
+def render_reports(reports: list[BenchReport], key: str = "live") -> None:
+    report = reports[-1]
+    crewdash_row = report.result("crewdash")
+    cols = st.columns(4)
+    cols[0].metric(
+        "Floor",
+        f"{report.floor_s:.2f} s",
+        help="One call's latency + the framework's CPU time for N crews.",
+    )
+    cols[1].metric("Framework CPU per crew", f"{report.framework_cpu_per_crew_ms:.0f} ms")
+    cols[2].metric(
+        "Sequential",
+        f"{report.sequential_s:.2f} s",
+        help=None if report.sequential_measured else "estimated: not selected",
+    )
+    if crewdash_row and crewdash_row.loop_lag_ms:
+        cols[3].metric("Runner loop lag p99", f"{crewdash_row.loop_lag_ms['p99']:.0f} ms")
+    st.caption(f"N={report.n} · {report.profile} · {report.model}")
+    st.dataframe(bench_table(report), hide_index=True, width="stretch", key=f"{key}-table")
+    wall, speedup, timeline, sweep_tab = st.tabs(
+        ["Wall time", "Speedup", "Timeline of one strategy", "Sweep"]
+    )
+    with wall:
+        st.plotly_chart(bench_bar_figure(report, "wall_s"), width="stretch", key=f"{key}-wall")
+    with speedup:
+        st.plotly_chart(
+            bench_bar_figure(report, "speedup_vs_sequential"), width="stretch", key=f"{key}-speedup"
+        )
+    with timeline:
+        measured = [r.strategy for r in report.results if r.spans]
+        if measured:
+            choice = st.selectbox(
+                "Strategy",
+                measured,
+                key=f"bench.timeline.{key}",
+                format_func=lambda s: STRATEGIES[s].label if s in STRATEGIES else s,
+            )
+            picked = report.result(choice)
+            if picked is not None:
+                st.plotly_chart(
+                    bench_timeline_figure(picked), width="stretch", key=f"{key}-timeline"
+                )
+    with sweep_tab:
+        if len(reports) > 1:
+            st.plotly_chart(sweep_figure(reports), width="stretch", key=f"{key}-sweep")
+        else:
+            st.caption("Give several N in “Sweep N” to see wall time against N.")
+
+
+job = render_live_job(rt.jobs, st.session_state.get("bench.job_id"), "benchmark", render_reports)
+
+if rt.store is not None:
+    saved = rt.store.list_bench()
+    if saved:
+        with st.expander(f"Earlier benchmarks ({len(saved)})", expanded=job is None):
+            pick = st.selectbox(
+                "Benchmark",
+                range(len(saved)),
+                key="bench.saved",
+                format_func=lambda i: (
+                    datetime.fromtimestamp(saved[i].created_at).strftime("%Y-%m-%d %H:%M")
+                    + f" · {saved[i].title}"
+                ),
+            )
+            render_reports(
+                [BenchReport.from_json(r) for r in saved[pick].reports],
+                key=f"saved-{saved[pick].bench_id}",
+            )

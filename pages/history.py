@@ -1,0 +1,153 @@
+"""History page: every batch the team ran, searchable; open one, compare two, re-run failures."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from crewdash.batch import BatchSnapshot, CrewState
+from crewdash.charts import latency_figure
+from crewdash.errors import CrewdashError, UnknownBatchError
+from crewdash.store import BatchSummary
+from pages.batch_view import REFRESH_SECONDS, render_batch, render_downloads, render_headline
+from pages.session import run_settings, runtime
+
+STATES = ["all", "running", "succeeded", "failed", "interrupted"]
+RERUN_STATES = {CrewState.FAILED, CrewState.CANCELLED, CrewState.INTERRUPTED}
+
+rt = runtime()
+st.title("History")
+if rt.store is None:
+    st.info("History is off: no database is configured.")
+    st.stop()
+
+left, right = st.columns([3, 1])
+search = left.text_input("Search topics, blueprint, model or batch id", key="history.search")
+state_filter = right.selectbox("State", STATES, key="history.state")
+summaries = [
+    s
+    for s in rt.store.list_batches(search=search.strip() or None)
+    if state_filter == "all" or s.state == state_filter
+]
+
+
+def table(rows: list[BatchSummary]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "When": datetime.fromtimestamp(s.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                "Batch": s.batch_id,
+                "Blueprint": s.blueprint,
+                "Topics": s.topics_preview,
+                "State": s.state,
+                "Crews": s.crews,
+                "Wall (s)": s.wall_s,
+                "Speedup": s.speedup,
+                "Tokens": s.tokens,
+                "Model": s.model_label,
+                "From": s.source,
+            }
+            for s in rows
+        ]
+    )
+
+
+if not summaries:
+    st.caption(
+        "No batches match."
+        if search or state_filter != "all"
+        else "No batches yet: run some on the Run page or through the API."
+    )
+    st.stop()
+
+st.caption("Select one batch to open it, or two to compare them side by side.")
+picked = st.dataframe(
+    table(summaries),
+    hide_index=True,
+    width="stretch",
+    on_select="rerun",
+    selection_mode="multi-row",
+    key="history.table",
+    column_config={
+        "Wall (s)": st.column_config.NumberColumn(format="%.2f"),
+        "Speedup": st.column_config.NumberColumn(format="%.1f×"),
+    },
+)
+rows = list(picked.selection.rows) if picked and picked.selection else []
+chosen = [summaries[i].batch_id for i in rows if i < len(summaries)]
+if not chosen and st.query_params.get("compare"):  # shareable: ?compare=id1,id2
+    chosen = [b for b in st.query_params["compare"].split(",") if b][:3]
+elif not chosen and st.query_params.get("batch"):
+    chosen = [st.query_params["batch"]]
+
+
+def downloads(snap: BatchSnapshot) -> None:
+    (spare,) = render_downloads(snap, "history")
+    again = [c.topic for c in snap.crews if c.state in RERUN_STATES]
+    if (
+        again
+        and snap.done
+        and spare.button(f"Re-run {len(again)} failed", key=f"history.rerun.{snap.batch_id}")
+    ):
+        try:
+            batch_id = rt.runner.submit(
+                snap.blueprint,
+                again,
+                run_settings(),
+                notes=[f"Re-run of the failed topics of {snap.batch_id}."],
+            )
+        except CrewdashError as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            st.session_state["run.batch_id"] = batch_id
+            st.switch_page("pages/run.py", query_params={"batch": batch_id})
+
+
+def load(batch_id: str) -> BatchSnapshot | None:
+    try:
+        return rt.snapshot(batch_id)
+    except UnknownBatchError:
+        st.warning(f"Batch `{batch_id}` is not in the history.")
+        return None
+
+
+if len(chosen) == 1:
+    batch_id = chosen[0]
+    first = load(batch_id)
+    if first is not None:
+        polling = not first.done
+
+        @st.fragment(run_every=REFRESH_SECONDS if polling else None)
+        def live() -> None:
+            snap = rt.snapshot(batch_id)
+            render_batch(snap)
+            downloads(snap)
+            if polling and snap.done:
+                st.rerun()
+
+        live()
+elif len(chosen) == 2:
+    snaps = [load(b) for b in chosen]
+    if all(snaps):
+        a, b = (s for s in snaps if s is not None)
+        for col, snap in zip(st.columns(2), (a, b), strict=True):
+            with col:
+                st.subheader(f"`{snap.batch_id}`")
+                st.caption(f"{snap.blueprint} · {snap.model_label}")
+                render_headline(snap)
+                st.plotly_chart(
+                    latency_figure(snap), width="stretch", key=f"history.cmp.{snap.batch_id}"
+                )
+        durations = pd.DataFrame(
+            {
+                "Topic": sorted({c.topic for c in a.crews} | {c.topic for c in b.crews}),
+            }
+        )
+        for snap in (a, b):
+            by_topic = {c.topic: c.duration for c in snap.crews}
+            durations[f"{snap.batch_id} (s)"] = durations["Topic"].map(by_topic)
+        st.dataframe(durations, hide_index=True, width="stretch")
+elif len(chosen) > 2:
+    st.info("Select one batch to open it, or two to compare.")

@@ -1,0 +1,140 @@
+"""Run page: topics in, one crew per topic on the background runner, live results out."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from crewdash.batch import BatchSnapshot, CrewState
+from crewdash.blueprints import Blueprint, load_blueprint, missing_tool_keys
+from crewdash.charts import crew_label
+from crewdash.errors import BlueprintError, CrewdashError, UnknownBatchError
+from crewdash.topics import parse_topics
+from pages.batch_view import REFRESH_SECONDS, render_batch, render_downloads
+from pages.session import run_settings, runtime, state
+
+st.title("Run crews concurrently")
+st.write(
+    "Paste topics, one per line. Each topic gets its own crew; all of them start at once on "
+    "a background runner, and results stream in as each crew finishes."
+)
+
+runner = runtime().runner
+blueprint_name = state("sidebar.blueprint", "research")
+blueprint: Blueprint | None = None
+try:
+    blueprint = load_blueprint(blueprint_name)
+except BlueprintError as exc:
+    st.error(f"Blueprint `{blueprint_name}` cannot be used: {exc}", icon=":material/error:")
+
+if blueprint is not None:
+    for tool, key in missing_tool_keys(blueprint.tool_names):
+        st.info(
+            f"Web search is off for this crew (`{tool}` needs `{key}`): it will answer from "
+            "the model alone.",
+            icon=":material/travel_explore:",
+        )
+
+with st.form("run.form", border=False):
+    st.text_area(
+        "Topics (one per line)",
+        key="run.topics",
+        height=180,
+        placeholder="CrewAI async kickoff\nLangGraph vs CrewAI\nAutoGen new features",
+    )
+    names = sorted(blueprint.placeholders) if blueprint else []
+    fan_out = blueprint.fan_out if blueprint else "topic"
+    if len(names) > 1:
+        state("run.fan_out", fan_out)
+        fan_out = st.selectbox(
+            "Each line fills", names, key="run.fan_out", format_func=lambda n: "{" + n + "}"
+        )
+        for name in names:
+            if name != fan_out:
+                state(f"run.input.{name}", "")
+                st.text_input(f"{{{name}}} (the same for every crew)", key=f"run.input.{name}")
+    submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+
+if submitted and blueprint is not None:
+    try:
+        topics = parse_topics(st.session_state.get("run.topics", ""))
+        extra = {n: st.session_state.get(f"run.input.{n}", "") for n in names if n != fan_out}
+        empty = [n for n, v in extra.items() if not v.strip()]
+        if empty:
+            raise BlueprintError("Fill in " + ", ".join("{" + n + "}" for n in empty) + ".")
+        batch_id = runner.submit(
+            blueprint,
+            topics.items,
+            run_settings(),
+            notes=topics.notes,
+            inputs=extra,
+            fan_out=fan_out,
+        )
+    except CrewdashError as exc:
+        st.error(str(exc), icon=":material/error:")
+    else:
+        st.session_state["run.batch_id"] = batch_id
+        st.query_params["batch"] = batch_id
+
+
+def render_queue(snap: BatchSnapshot) -> None:
+    """Where this batch's waiting crews stand in the process-wide queue."""
+    queued = snap.count(CrewState.QUEUED)
+    if not queued:
+        return
+    try:
+        ahead, running = runner.admission(snap.batch_id)
+    except UnknownBatchError:
+        return  # a batch of another process, read from the history
+    st.info(
+        f"{queued} crew(s) of this batch are waiting for a slot: {running} crews are running "
+        f"(limit {runner.max_concurrency} for the whole server, {snap.max_concurrency} for this "
+        f"batch) and {ahead} crew(s) of earlier batches are queued ahead.",
+        icon=":material/hourglass_top:",
+    )
+
+
+def render_cancel(snap: BatchSnapshot) -> None:
+    """Cancel the whole batch or chosen crews; finished results stay."""
+    live = {c.run_id: c for c in snap.crews if not c.state.final}
+    left, right = st.columns([1, 3])
+    if left.button(
+        "Cancel batch", icon=":material/stop_circle:", key=f"run.cancel.{snap.batch_id}"
+    ):
+        runner.cancel(snap.batch_id)
+    chosen = right.multiselect(
+        "Cancel crews",
+        list(live),
+        key=f"run.cancel_crews.{snap.batch_id}",
+        format_func=lambda r: crew_label(live[r]) if r in live else r,
+        placeholder="pick running or queued crews to cancel",
+    )
+    for run_id in chosen:
+        if run_id in live:
+            runner.cancel_crew(snap.batch_id, run_id)
+
+
+batch_id = st.session_state.get("run.batch_id") or st.query_params.get("batch")
+
+if batch_id:
+    try:
+        first = runtime().snapshot(batch_id)
+    except UnknownBatchError:
+        st.warning(f"Batch `{batch_id}` is not in the history; start a new one above.")
+        st.stop()
+    for note in first.notes:
+        st.info(note, icon=":material/info:")
+    polling = not first.done
+
+    @st.fragment(run_every=REFRESH_SECONDS if polling else None)
+    def live_batch() -> None:
+        snap = runtime().snapshot(batch_id)
+        if not snap.done:
+            render_cancel(snap)
+            render_queue(snap)
+        render_batch(snap)
+        if snap.done:
+            render_downloads(snap, "run")
+        if polling and snap.done:
+            st.rerun()  # redraw once without the timer, so polling stops
+
+    live_batch()

@@ -1,0 +1,287 @@
+"""What every page shares: the process-wide runtime, session keys, and the sidebar.
+
+`st.session_state` holds ids and UI choices only (keys prefixed by page); all batch state lives in
+the core's thread-safe objects behind `runtime()`. A key typed in the sidebar stays in this
+session's memory: it is never written to disk, the database, logs or exports.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from dataclasses import replace
+from typing import Any
+
+import streamlit as st
+
+from crewdash.blueprints import list_blueprints
+from crewdash.config import DEFAULT_BLUEPRINT
+from crewdash.demo_llm import PROFILE_KINDS, FailureRates, LatencyProfile
+from crewdash.errors import CrewdashError, SettingsError
+from crewdash.llm import (
+    DEFAULT_MODELS,
+    PROVIDER_LABELS,
+    PROVIDERS,
+    LLMSettings,
+    check_connection,
+)
+from crewdash.runner import RunSettings
+from crewdash.runtime import Runtime
+
+PROFILE_LABELS = {
+    "fixed": "Fixed latency",
+    "hosted": "Hosted-API-like (1–3 s, long tail)",
+    "slow": "Slow (~6 s)",
+}
+
+
+@st.cache_resource(show_spinner="Starting the crew runner…")
+def runtime() -> Runtime:
+    """One runtime per server process, shared by every browser session."""
+    rt = Runtime.from_env()
+    rt.close_at_exit()  # on SIGTERM Streamlit exits: unfinished crews become interrupted
+    if rt.default_settings.llm.is_demo:
+        rt.warm_up()  # in the background; the page does not wait for it
+    return rt
+
+
+def state(key: str, default: Any) -> Any:
+    """Read a session key, setting its default the first time (keys look like `page.name`)."""
+    if key not in st.session_state:
+        st.session_state[key] = default
+    return st.session_state[key]
+
+
+def _secret(name: str) -> str | None:
+    try:
+        value = st.secrets.get(name)
+    except (FileNotFoundError, KeyError, AttributeError):
+        return None
+    except Exception:  # noqa: BLE001 - a malformed secrets.toml must not break the page
+        return None
+    return str(value) if value else None
+
+
+def _oidc_configured() -> bool:
+    try:
+        auth = st.secrets.get("auth")
+    except Exception:  # noqa: BLE001 - no or malformed secrets.toml: no OIDC
+        return False
+    return bool(auth) and "client_id" in str(dict(auth))
+
+
+def locked() -> bool:
+    """Whether this session still has to log in (decides whether the page menu shows)."""
+    if _oidc_configured():
+        return not st.user.is_logged_in
+    password = _secret("password") or os.environ.get("CREWDASH_PASSWORD")
+    return bool(password) and not st.session_state.get("auth.ok")
+
+
+def gate() -> None:
+    """Optional access control: Streamlit's OIDC login when `[auth]` is in secrets.toml, else a
+    shared password (`password` in secrets.toml or CREWDASH_PASSWORD), else open."""
+    if _oidc_configured():
+        if not st.user.is_logged_in:
+            st.title("crewdash")
+            st.button("Log in", on_click=st.login, type="primary")
+            st.stop()
+        st.sidebar.button("Log out", on_click=st.logout)
+        return
+    password = _secret("password") or os.environ.get("CREWDASH_PASSWORD")
+    if not password or st.session_state.get("auth.ok"):
+        return
+    st.title("crewdash")
+    with st.form("auth.form"):
+        typed = st.text_input("Password", type="password", key="auth.password")
+        entered = st.form_submit_button("Enter", type="primary")
+    if entered:
+        if hmac.compare_digest(typed.encode(), password.encode()):
+            st.session_state["auth.ok"] = True
+            st.session_state.pop("auth.password", None)
+            st.rerun()
+        st.error("Wrong password.", icon=":material/lock:")
+    st.stop()
+
+
+def llm_settings() -> LLMSettings:
+    """This session's model choice; raises `SettingsError` with a message for the sidebar."""
+    rt = runtime()
+    defaults = rt.default_settings.llm
+    provider = state("sidebar.provider", defaults.provider)
+    model = state("sidebar.model", defaults.model) or DEFAULT_MODELS[provider]
+    max_tokens = int(state("sidebar.max_tokens", 0)) or None
+    temperature = float(state("sidebar.temperature", 0.7))
+    rpm = int(state("sidebar.rpm", 0)) or None
+    if provider == "demo":
+        return replace(_demo_settings(rt, temperature, max_tokens), requests_per_minute=rpm)
+    key = state("sidebar.api_key", "") or _secret(f"{provider.upper()}_API_KEY") or None
+    return LLMSettings(
+        provider=provider,
+        model=model,
+        base_url=state("sidebar.base_url", "") or None,
+        api_key=key,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        requests_per_minute=rpm,
+    )
+
+
+def _demo_settings(rt: Runtime, temperature: float, max_tokens: int | None) -> LLMSettings:
+    try:
+        profile = LatencyProfile(
+            kind=state("sidebar.demo_profile", rt.demo_profile.kind),
+            seconds=float(state("sidebar.demo_latency", rt.demo_profile.seconds)),
+            seed=rt.demo_profile.seed,
+        )
+        failures = FailureRates(
+            rate_429=state("sidebar.fail_429", rt.demo_failures.rate_429 * 100) / 100,
+            rate_500=state("sidebar.fail_500", rt.demo_failures.rate_500 * 100) / 100,
+            rate_hang=state("sidebar.fail_hang", rt.demo_failures.rate_hang * 100) / 100,
+            rate_malformed=state("sidebar.fail_malformed", rt.demo_failures.rate_malformed * 100)
+            / 100,
+            seed=rt.demo_failures.seed,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"Demo model settings: {exc}") from None
+    return LLMSettings(
+        base_url=rt.demo_base_url(profile, failures),
+        temperature=temperature,
+        max_tokens=max_tokens,
+    )
+
+
+def run_settings() -> RunSettings:
+    """This session's choices on top of the process defaults."""
+    limit = int(state("sidebar.max_concurrency", runtime().default_settings.max_concurrency))
+    timeout = float(state("sidebar.crew_timeout", 0.0)) or None
+    return RunSettings(llm=llm_settings(), max_concurrency=limit, crew_timeout_s=timeout)
+
+
+def _on_provider_change() -> None:
+    st.session_state["sidebar.model"] = DEFAULT_MODELS[st.session_state["sidebar.provider"]]
+    st.session_state["sidebar.check"] = None
+
+
+def render_sidebar() -> None:
+    rt = runtime()
+    defaults = rt.default_settings
+    with st.sidebar:
+        st.subheader("Model")
+        state("sidebar.provider", defaults.llm.provider)
+        provider = st.selectbox(
+            "Provider",
+            PROVIDERS,
+            format_func=PROVIDER_LABELS.get,
+            key="sidebar.provider",
+            on_change=_on_provider_change,
+        )
+        if provider == "demo":
+            st.info(
+                "**Simulated model**: answers are generated locally by crewdash's demo "
+                "server, not by a real LLM.",
+                icon=":material/science:",
+            )
+            state("sidebar.demo_profile", rt.demo_profile.kind)
+            kind = st.selectbox(
+                "Latency", PROFILE_KINDS, format_func=PROFILE_LABELS.get, key="sidebar.demo_profile"
+            )
+            if kind == "fixed":
+                state("sidebar.demo_latency", rt.demo_profile.seconds)
+                st.number_input("Seconds per call", 0.0, 60.0, step=0.1, key="sidebar.demo_latency")
+            with st.expander("Failure injection (%)"):
+                for name, label, default in (
+                    ("429", "429 rate limit", rt.demo_failures.rate_429),
+                    ("500", "500 server error", rt.demo_failures.rate_500),
+                    ("hang", "hung request", rt.demo_failures.rate_hang),
+                    ("malformed", "malformed body", rt.demo_failures.rate_malformed),
+                ):
+                    state(f"sidebar.fail_{name}", default * 100)
+                    st.number_input(label, 0.0, 100.0, step=1.0, key=f"sidebar.fail_{name}")
+        else:
+            state(
+                "sidebar.model",
+                defaults.llm.model
+                if provider == defaults.llm.provider
+                else DEFAULT_MODELS[provider],
+            )
+            st.text_input("Model", key="sidebar.model")
+            if provider in ("openai", "ollama", "openai_compatible"):
+                state("sidebar.base_url", "")
+                st.text_input(
+                    "Base URL",
+                    key="sidebar.base_url",
+                    placeholder="http://localhost:8000/v1"
+                    if provider != "openai"
+                    else "https://api.openai.com/v1 (default)",
+                )
+            if provider != "ollama":
+                state("sidebar.api_key", "")
+                st.text_input(
+                    "API key",
+                    type="password",
+                    key="sidebar.api_key",
+                    help="Kept in this browser session's memory only; leave empty to "
+                    "use the server's environment or secrets.toml.",
+                )
+        state("sidebar.temperature", 0.7)
+        st.slider("Temperature", 0.0, 2.0, step=0.1, key="sidebar.temperature")
+        state("sidebar.max_tokens", 0)
+        st.number_input(
+            "Max tokens (0 = provider default)", 0, 200_000, step=64, key="sidebar.max_tokens"
+        )
+        state("sidebar.rpm", 0)
+        st.number_input(
+            "Requests per minute (0 = no limit)",
+            0,
+            100_000,
+            step=10,
+            key="sidebar.rpm",
+            help="Shared by every crew and batch on the same endpoint in this server "
+            "(OpenAI-compatible providers and the demo).",
+        )
+        if st.button("Test connection", icon=":material/network_check:", key="sidebar.test"):
+            try:
+                settings = llm_settings()
+                result = check_connection(settings, rt.demo_base_url())
+                st.session_state["sidebar.check"] = (
+                    result.ok,
+                    result.latency_s,
+                    result.reply,
+                    result.error,
+                )
+            except CrewdashError as exc:
+                st.session_state["sidebar.check"] = (False, 0.0, None, str(exc))
+        check = state("sidebar.check", None)
+        if check:
+            ok, latency, reply, error = check
+            if ok:
+                st.success(f"Answered in {latency:.2f} s: “{reply}”", icon=":material/check:")
+            else:
+                st.error(error, icon=":material/error:")
+
+        st.subheader("Crews")
+        blueprints = list_blueprints() or [DEFAULT_BLUEPRINT]
+        state(
+            "sidebar.blueprint",
+            DEFAULT_BLUEPRINT if DEFAULT_BLUEPRINT in blueprints else blueprints[0],
+        )
+        st.selectbox("Crew blueprint", blueprints, key="sidebar.blueprint")
+        state("sidebar.max_concurrency", defaults.max_concurrency)
+        st.number_input(
+            "Max concurrent crews",
+            min_value=1,
+            max_value=rt.runner.max_concurrency,
+            step=1,
+            key="sidebar.max_concurrency",
+            help="Crews beyond this wait in the queue until a slot frees up.",
+        )
+        state("sidebar.crew_timeout", 0.0)
+        st.number_input(
+            "Per-crew timeout (s, 0 = none)",
+            0.0,
+            86_400.0,
+            step=10.0,
+            key="sidebar.crew_timeout",
+            help="A crew still running after this ends as timed out; the others go on.",
+        )
