@@ -1,0 +1,40 @@
+"""Shared fixtures: a real demo model server over HTTP and runners wired to it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from crewdash.config import silence_telemetry
+
+silence_telemetry()
+# Every runtime the tests build keeps its history in a throw-away SQLite file, never in data/.
+_HISTORY = tempfile.mkdtemp(prefix="crewdash-test-")
+os.environ["DATABASE_URL"] = f"sqlite:///{_HISTORY}/history.db"
+
+from crewdash.demo_llm import DemoLLMServer, LatencyProfile  # noqa: E402
+from crewdash.runner import Runner  # noqa: E402
+
+LATENCY = 0.5
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Iterator[DemoLLMServer]:
+    """The project's demo model at a fixed latency, shared by the tests of a session."""
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=LATENCY)) as server:
+        yield server
+
+
+@pytest.fixture()
+def runner(demo_server: DemoLLMServer) -> Iterator[Runner]:
+    r = Runner(max_concurrency=32, demo_base_url=lambda: demo_server.base_url)
+    yield r
+    r.close()
+
+
+@pytest.fixture()
+def ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"

@@ -1,0 +1,104 @@
+"""The benchmark engine at small N against the real demo model (figures are not asserted here:
+targets are checked by `python -m crewdash bench`, see README)."""
+
+import pytest
+
+from crewdash.bench import (
+    STRATEGIES,
+    BenchContext,
+    Strategy,
+    check_n,
+    parse_strategies,
+    peak_overlap,
+    run_bench,
+    run_sweep,
+)
+from crewdash.demo_llm import LatencyProfile
+from crewdash.errors import SettingsError
+
+FAST = LatencyProfile(kind="fixed", seconds=0.2)
+
+
+def test_every_strategy_runs_and_reports() -> None:
+    progress: list[tuple[float, str]] = []
+    report = run_bench(3, ["all"], FAST, progress=lambda f, m: progress.append((f, m)))
+    assert [r.strategy for r in report.results] == list(STRATEGIES)
+    for r in report.results:
+        assert r.ok, (r.strategy, r.errors)
+        assert r.llm_calls == 3 and r.wall_s and r.wall_s > 0.2
+        assert r.speedup_vs_sequential and r.efficiency_vs_floor
+    assert report.sequential_measured
+    assert report.result("sequential").peak_concurrency == 1  # type: ignore[union-attr]
+    assert report.result("crewdash").peak_concurrency == 3  # type: ignore[union-attr]
+    assert report.result("crewdash").loop_lag_ms is not None  # type: ignore[union-attr]
+    assert report.floor_s > 0.2 and report.framework_cpu_per_crew_ms > 0
+    assert progress[-1] == (1.0, "done")
+    assert [f for f, _ in progress] == sorted(f for f, _ in progress)
+    data = report.to_json()
+    assert {"n", "floor_s", "results"} <= data.keys()
+    assert {
+        "strategy",
+        "wall_s",
+        "speedup_vs_sequential",
+        "efficiency_vs_floor",
+        "peak_concurrency",
+        "errors",
+        "ok",
+    } <= data["results"][0].keys()
+    assert "spans" in report.to_json(with_spans=True)["results"][0]
+
+
+def test_a_failing_strategy_is_reported_and_the_others_still_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def explode(ctx: BenchContext, n: int) -> None:
+        raise RuntimeError("strategy broke")
+
+    monkeypatch.setitem(STRATEGIES, "broken", Strategy("broken", "broken", "raise", explode))
+    report = run_bench(2, ["broken", "gather_akickoff"], FAST)
+    broken, other = report.results
+    assert not broken.ok and broken.errors == ["RuntimeError: strategy broke"]
+    assert broken.wall_s is None and broken.speedup_vs_sequential is None
+    assert other.ok and not report.sequential_measured
+
+
+def test_sweep_measures_each_n() -> None:
+    reports = run_sweep([1, 2], ["crewdash"], FAST)
+    assert [r.n for r in reports] == [1, 2]
+
+
+@pytest.mark.parametrize("n", [0, -1, 201])
+def test_n_out_of_range_is_refused(n: int) -> None:
+    with pytest.raises(SettingsError, match="N must be between 1 and 200"):
+        check_n(n)
+
+
+def test_strategy_names_are_checked() -> None:
+    assert parse_strategies("all") == list(STRATEGIES)
+    assert parse_strategies("crewdash, sequential,crewdash") == ["crewdash", "sequential"]
+    with pytest.raises(SettingsError, match="unknown strategy warp; choose from all"):
+        parse_strategies("crewdash,warp")
+
+
+def test_peak_overlap() -> None:
+    assert peak_overlap([]) == 0
+    assert peak_overlap([(0, 1), (1, 2)]) == 1  # touching is not overlapping
+    assert peak_overlap([(0, 3), (1, 2), (1.5, 4)]) == 3
+
+
+def test_reports_are_kept_in_the_history_and_come_back_whole(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from crewdash.bench import BenchReport, run_and_keep
+    from crewdash.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    try:
+        reports = run_and_keep([1, 2], ["crewdash"], FAST, None, store)
+        (saved,) = store.list_bench()
+    finally:
+        store.close()
+    assert saved.title.startswith("N=1,2 · 1 strategies · fixed 0.2 s")
+    back = [BenchReport.from_json(r) for r in saved.reports]
+    assert [b.to_json(with_spans=True) for b in back] == [
+        r.to_json(with_spans=True) for r in reports
+    ]
+    assert back[1].result("crewdash").spans  # type: ignore[union-attr]

@@ -1,0 +1,57 @@
+from dataclasses import replace
+
+from crewdash.batch import Batch, TokenUsage
+from crewdash.charts import crew_label, latency_figure, status_table, timeline_figure
+
+
+def sample() -> Batch:
+    batch = Batch(
+        "b", "research", ["alpha", "beta", "gamma"], model_label="demo", max_concurrency=3
+    )
+    a, b, _ = batch.run_ids
+    batch.mark_running(a)
+    batch.mark_running(b)
+    t0 = batch.snapshot().created_at  # not inside the change: it runs under the batch's lock
+    batch.record_span(
+        a,
+        "c1",
+        lambda s: replace(
+            s, name="m", started_at=t0 + 0.1, finished_at=t0 + 0.6, tokens=TokenUsage(5, 5, 10)
+        ),
+    )
+    batch.mark_succeeded(a, "- one", TokenUsage(5, 5, 10))
+    batch.mark_failed(b, "RuntimeError: boom")
+    return batch
+
+
+def test_status_table_has_a_row_per_crew() -> None:
+    table = status_table(sample().snapshot())
+    assert list(table["Topic"]) == ["alpha", "beta", "gamma"]
+    assert list(table["State"]) == ["succeeded", "failed", "queued"]
+    assert table["Step"][1] == "RuntimeError: boom"
+    assert list(table["LLM calls"]) == [1, 0, 0]
+    assert table["Tokens"][0] == 10
+
+
+def test_timeline_has_crew_bars_and_llm_call_bars_on_one_axis() -> None:
+    fig = timeline_figure(sample().snapshot())
+    names = [t.name for t in fig.data]
+    assert "crew succeeded" in names and "crew failed" in names and "LLM call" in names
+    llm = next(t for t in fig.data if t.name == "LLM call")
+    assert len(llm.y) == 1 and abs(llm.x[0] - 0.5) < 1e-6
+    assert fig.layout.barmode == "overlay"
+
+
+def test_latency_chart_draws_the_wall_time() -> None:
+    snap = sample().snapshot()
+    fig = latency_figure(snap)
+    assert {t.name for t in fig.data} == {"succeeded", "failed"}
+    assert fig.layout.shapes and fig.layout.shapes[0].y0 > 0
+
+
+def test_labels_are_short_and_unique() -> None:
+    snap = Batch(
+        "b", "r", ["x" * 100, "x" * 100 + "y"], model_label="d", max_concurrency=1
+    ).snapshot()
+    labels = [crew_label(c) for c in snap.crews]
+    assert len(set(labels)) == 2 and all(len(label) <= 40 for label in labels)

@@ -1,0 +1,38 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from crewdash.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_run_reports_figures_and_writes_json(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "run.json"
+    code = main(["run", "alpha", "beta", "--n", "3", "--latency", "0.3", "--json", str(out)])
+    assert code == 0
+    figures = json.loads(out.read_text())
+    assert figures["crews"] == 5 and figures["succeeded"] == 5 and figures["failed"] == 0
+    assert figures["wall_s"] < figures["sum_crew_s"]
+    assert figures["speedup"] > 1
+    assert [c["topic"] for c in figures["crews_detail"]][:2] == ["alpha", "beta"]
+    assert "5/5 succeeded" in capsys.readouterr().out
+
+
+def test_bad_input_is_a_message_and_exit_code_2(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["run"]) == 2
+    assert "Enter at least one topic" in capsys.readouterr().err
+    assert main(["run", "x", "--blueprint", "nope", "--latency", "0"]) == 2
+    assert "no blueprint named 'nope'" in capsys.readouterr().err
+
+
+def test_module_entry_point_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "crewdash", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "run" in result.stdout and "demo-llm" in result.stdout

@@ -1,0 +1,249 @@
+"""AppTest smoke and behaviour tests of every page (fragment timers: see the browser tests)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pages.session import runtime
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+# Calling the cached runtime from the test thread is "bare mode" for Streamlit; that is expected.
+logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
+
+
+@pytest.fixture(autouse=True)
+def quick_demo_model() -> Iterator[None]:
+    old = os.environ.get("CREWDASH_DEMO_LATENCY")
+    os.environ["CREWDASH_DEMO_LATENCY"] = "0.3"
+    runtime.clear()
+    yield
+    runtime().close()
+    runtime.clear()
+    if old is None:
+        os.environ.pop("CREWDASH_DEMO_LATENCY", None)
+    else:
+        os.environ["CREWDASH_DEMO_LATENCY"] = old
+
+
+def start() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def run_topics(at: AppTest, text: str) -> AppTest:
+    at.text_area(key="run.topics").input(text)
+    at.button[0].click().run()
+    assert not at.exception
+    return at
+
+
+def markdown_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_run_page_renders_with_the_simulated_model_labelled() -> None:
+    at = start()
+    assert at.title[0].value == "Run crews concurrently"
+    assert "Simulated model" in at.sidebar.info[0].value
+    assert at.sidebar.selectbox(key="sidebar.blueprint").value == "research"
+
+
+def test_empty_input_shows_a_message_and_starts_nothing() -> None:
+    at = start()
+    before = runtime().runner.batch_ids()
+    run_topics(at, "\n  \n")
+    assert at.error[0].value == "Enter at least one topic, one per line."
+    assert runtime().runner.batch_ids() == before
+    assert "run.batch_id" not in at.session_state
+
+
+def test_too_many_and_too_long_topics_are_refused() -> None:
+    at = start()
+    run_topics(at, "\n".join(f"t{i}" for i in range(101)))
+    assert "more than the limit of 100" in at.error[0].value
+    run_topics(at, "x" * 301)
+    assert "longer than 300 characters" in at.error[0].value
+    assert "run.batch_id" not in at.session_state
+
+
+def test_a_batch_runs_and_its_results_render() -> None:
+    at = start()
+    run_topics(at, "alpha topic\n\nbeta topic\nalpha topic\n<b>bold</b> {topic}")
+    batch_id = at.session_state["run.batch_id"]
+    assert at.query_params["batch"] == batch_id
+    infos = [i.value for i in at.info]
+    assert "Dropped 1 blank line." in infos and "Dropped 1 duplicate topic." in infos
+    assert runtime().runner.batch(batch_id).wait(30)
+    at.run()
+    assert not at.exception
+    assert len(at.expander) == 3
+    text = markdown_text(at)
+    assert "alpha topic" in text and "beta topic" in text
+    assert "3** succeeded" in text
+    assert len(at.get("plotly_chart")) == 3  # timeline, latency, tokens & cost
+    assert at.metric[0].value == "3 / 3"
+    assert at.metric[5].label == "Cost" and at.metric[5].value == "$0.0000"  # the demo is free
+
+
+def test_reattaching_by_url_shows_the_batch_and_unknown_ids_warn() -> None:
+    batch_id = runtime().runner.submit("timing", ["crew-a"])
+    assert runtime().runner.batch(batch_id).wait(30)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params["batch"] = batch_id
+    at.run()
+    assert not at.exception
+    assert "crew-a done" in markdown_text(at)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params["batch"] = "doesnotexist"
+    at.run()
+    assert not at.exception
+    assert "not in the history" in at.warning[0].value
+
+
+def test_a_running_batch_shows_live_states() -> None:
+    at = start()
+    run_topics(at, "slow one\nslow two")
+    deadline = time.time() + 5
+    while "running" not in markdown_text(at) and time.time() < deadline:
+        at.run()
+    assert "running" in markdown_text(at) or "succeeded" in markdown_text(at)
+
+
+def test_benchmark_page_runs_a_small_benchmark_and_charts_it() -> None:
+    at = start()
+    at.switch_page("pages/bench.py").run()
+    assert not at.exception
+    assert at.title[0].value.startswith("Benchmark")
+    at.number_input(key="bench.n").set_value(2)
+    at.number_input(key="bench.latency").set_value(0.1)
+    at.multiselect(key="bench.strategies").set_value(["gather_akickoff", "crewdash"])
+    at.button[0].click().run()
+    assert not at.exception
+    job = runtime().jobs.wait(at.session_state["bench.job_id"], timeout=60)
+    assert job.error is None and job.done
+    at.run()
+    assert not at.exception
+    assert len(at.dataframe) == 2  # this run, and the same run kept in "Earlier benchmarks"
+    assert len(at.get("plotly_chart")) >= 6
+    assert at.metric[0].label == "Floor"
+    saved = runtime().store.list_bench()  # type: ignore[union-attr]
+    assert saved and saved[0].title.startswith("N=2 · 2 strategies")
+
+
+def test_benchmark_page_refuses_bad_input() -> None:
+    at = start()
+    at.switch_page("pages/bench.py").run()
+    at.text_input(key="bench.sweep").input("1, many")
+    at.button[0].click().run()
+    assert "whole numbers" in at.error[0].value
+    at.text_input(key="bench.sweep").input("1, 500")
+    at.button[0].click().run()
+    assert "N must be between 1 and 200" in at.error[0].value
+    at.text_input(key="bench.sweep").input("")
+    at.multiselect(key="bench.strategies").set_value([])
+    at.button[0].click().run()
+    assert "at least one strategy" in at.error[0].value
+    assert "bench.job_id" not in at.session_state
+
+
+def test_pitfalls_page_measures_a_demo_live() -> None:
+    at = start()
+    at.switch_page("pages/pitfalls.py").run()
+    assert not at.exception
+    at.multiselect(key="pitfalls.chosen").set_value(["asyncio_run"])
+    at.number_input(key="pitfalls.latency").set_value(0.2)
+    at.button[0].click().run()
+    job = runtime().jobs.wait(at.session_state["pitfalls.job_id"], timeout=60)
+    assert job.error is None
+    at.run()
+    assert not at.exception
+    assert "asyncio.run() cannot be called from a running event loop" in at.error[0].value
+    assert len(at.code) == 2
+
+
+def finished_batch(topics: list[str], blueprint: str = "timing") -> str:
+    batch_id = runtime().runner.submit(blueprint, topics)
+    assert runtime().runner.batch(batch_id).wait(30)
+    return batch_id
+
+
+def test_history_lists_opens_and_compares_batches() -> None:
+    first = finished_batch(["hist-a", "hist-b"])
+    second = finished_batch(["hist-a", "hist-c [demo:fail-400]"])
+    at = start()
+    at.switch_page("pages/history.py").run()
+    assert not at.exception
+    listed = at.dataframe[0].value
+    assert {first, second} <= set(listed["Batch"])
+    at.text_input(key="history.search").input("hist-c").run()
+    assert list(at.dataframe[0].value["Batch"]) == [second]
+
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/history.py")
+    at.query_params["batch"] = second
+    at.run()
+    assert not at.exception
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download CSV", "Download JSON", "Download MD"]
+    rerun = [b for b in at.button if b.label.startswith("Re-run")]
+    assert rerun and rerun[0].label == "Re-run 1 failed"
+
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/history.py")
+    at.query_params["compare"] = f"{first},{second}"
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 2
+    assert set(at.dataframe[-1].value.columns) == {"Topic", f"{first} (s)", f"{second} (s)"}
+
+
+def test_bring_your_own_crew_placeholders_become_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from crewdash.config import CREWS_DIR
+
+    shutil.copytree(CREWS_DIR / "timing", tmp_path / "timing")
+    duo = tmp_path / "duo" / "config"
+    duo.mkdir(parents=True)
+    (duo / "agents.yaml").write_text(
+        "writer:\n  role: Writer\n  goal: Write about {topic} for {audience}\n  backstory: B\n"
+    )
+    (duo / "tasks.yaml").write_text(
+        'brief:\n  description: "Reply with exactly: {topic} for {audience}"\n'
+        "  expected_output: a brief\n  agent: writer\n"
+    )
+    broken = tmp_path / "broken" / "config"
+    broken.mkdir(parents=True)
+    (broken / "agents.yaml").write_text("a:\n  role: [unclosed\n")
+    (broken / "tasks.yaml").write_text("t: {}\n")
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
+
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["sidebar.blueprint"] = "broken"
+    at.run()
+    assert not at.exception
+    assert "agents.yaml at line" in at.error[0].value
+
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["sidebar.blueprint"] = "duo"
+    at.run()
+    assert at.selectbox(key="run.fan_out").value == "topic"
+    run_topics(at, "edge AI")
+    assert "Fill in {audience}." in at.error[0].value
+    at.text_input(key="run.input.audience").input("CTOs")
+    run_topics(at, "edge AI\nRAG")
+    batch_id = at.session_state["run.batch_id"]
+    assert runtime().runner.batch(batch_id).wait(30)
+    results = [c.result for c in runtime().runner.snapshot(batch_id).crews]
+    assert results == ["edge AI for CTOs", "RAG for CTOs"]
