@@ -1,0 +1,49 @@
+"""Regenerate docs/run-page.png: the Run page mid-batch, in headless Chromium.
+
+.venv/bin/python scripts/screenshot.py
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.browser import CHROMIUM_ARGS, chromium_path, streamlit_app  # noqa: E402
+
+TOPICS = """CrewAI async kickoff
+LangGraph vs CrewAI
+AutoGen new features
+vLLM throughput tuning
+Ollama on a laptop
+llama.cpp GGUF formats
+Agent evaluation benchmarks
+Structured outputs in practice"""
+
+
+def main() -> None:
+    out = ROOT / "docs" / "run-page.png"
+    log = Path("/tmp/crewdash-screenshot.log")
+    with streamlit_app(log, {"CREWDASH_DEMO_PROFILE": "hosted"}) as url:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(url)
+            page.wait_for_selector("[data-testid='stApp']")
+            page.get_by_label("Topics (one per line)").fill(TOPICS)
+            page.get_by_role("button", name="Run").click()
+            page.get_by_text(re.compile(r"[1-5] succeeded")).first.wait_for()
+            time.sleep(0.3)
+            page.screenshot(path=str(out), full_page=False)
+            browser.close()
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
