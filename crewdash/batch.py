@@ -266,6 +266,30 @@ class Batch:
                 self._done.set()
             return True
 
+    def crew(self, run_id: str) -> CrewSnapshot:
+        """One crew as it is now."""
+        with self._lock:
+            return self._crews[run_id]
+
+    def adopt(self, remote: CrewSnapshot) -> None:
+        """Take over the progress of a crew running elsewhere (a Ray worker): its state while
+        running, start time, step and spans. Endings still go through `end`."""
+        with self._lock:
+            crew = self._crews[remote.run_id]
+            if crew.state.final or remote.state.final:
+                return
+            self._spans[remote.run_id] = {span.key: span for span in remote.spans}
+            self._crews[remote.run_id] = replace(
+                crew,
+                state=remote.state,
+                started_at=remote.started_at,
+                step=remote.step,
+                spans=remote.spans,
+                tokens=remote.tokens,
+                agent_ids=remote.agent_ids,
+            )
+            self._version += 1
+
     def mark_succeeded(self, run_id: str, result: str, tokens: TokenUsage | None) -> None:
         self.end(self.ending(run_id, CrewState.SUCCEEDED, result=result, tokens=tokens))
 

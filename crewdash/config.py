@@ -6,6 +6,7 @@ code cannot drift apart.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,11 @@ def silence_telemetry() -> None:
     """Switch CrewAI's phone-home features off before crewai is imported anywhere."""
     for key, value in QUIET_ENVIRONMENT.items():
         os.environ[key] = value
+
+
+def quiet_crewai_logs() -> None:
+    """CrewAI warns on every call to a model it has no tokenizer for (the demo model): noise."""
+    logging.getLogger("crewai.llms.base_llm").setLevel(logging.ERROR)
 
 
 def env_int(name: str, default: int, env: Mapping[str, str] | None = None) -> int:

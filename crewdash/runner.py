@@ -17,19 +17,25 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from crewai import Crew
-from crewai.crews.crew_output import CrewOutput
 from crewai.events import crewai_event_bus
 
 from crewdash.admission import Admission
-from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState, TokenUsage
+from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState
 from crewdash.blueprints import Blueprint, load_blueprint
 from crewdash.config import DEFAULT_MAX_CONCURRENCY
 from crewdash.errors import CrewdashError, SettingsError, UnknownBatchError
-from crewdash.events import current_run, event_router
-from crewdash.llm import LLMSettings, build_llm, plain_error
+from crewdash.execution import (
+    Backend,
+    CrewBuilder,
+    CrewJob,
+    LocalBackend,
+    blueprint_builder,
+)
+from crewdash.llm import LLMSettings
 from crewdash.store import Store
 
 log = logging.getLogger(__name__)
@@ -83,18 +89,19 @@ class Runner:
         demo_base_url: Callable[[], str] | None = None,
         load: Callable[[str], Blueprint] = load_blueprint,
         store: Store | None = None,
+        backend: Backend | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise SettingsError("max concurrency must be at least 1")
         self.max_concurrency = max_concurrency
         self._demo_base_url = demo_base_url
-        self._factory = crew_factory or self._build_from_blueprint
+        self._custom_factory = crew_factory
+        self.backend: Backend = backend or LocalBackend()
         self._load = load
         self.store = store
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._cancelled: set[str] = set()  # touched on the loop thread only
         self._shutting_down = False
-        self._router = event_router()
         self._batches: OrderedDict[str, Batch] = OrderedDict()
         self._futures: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
@@ -113,12 +120,6 @@ class Runner:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
-
-    def _build_from_blueprint(
-        self, blueprint: Blueprint, topic: str, settings: RunSettings
-    ) -> Crew:
-        demo_url = self._demo_base_url() if settings.llm.is_demo and self._demo_base_url else None
-        return blueprint.build(build_llm(settings.llm, demo_url))
 
     def submit(
         self,
@@ -276,6 +277,16 @@ class Runner:
         self._loop.call_soon_threadsafe(_cancel)
         return True
 
+    def _job(
+        self, run_id: str, blueprint: Blueprint, topic: str, inputs: dict[str, str], s: RunSettings
+    ) -> CrewJob:
+        if self._custom_factory is not None:
+            build: CrewBuilder = partial(self._custom_factory, blueprint, topic, s)
+        else:
+            demo_url = self._demo_base_url() if s.llm.is_demo and self._demo_base_url else None
+            build = blueprint_builder(blueprint, s.llm, demo_url)
+        return CrewJob(run_id, topic, build, inputs, s.llm, s.crew_timeout_s)
+
     async def _run_crew(
         self,
         batch: Batch,
@@ -286,47 +297,16 @@ class Runner:
         settings: RunSettings,
         order: tuple[int, int],
     ) -> None:
-        agent_ids: list[str] = []
         batch_limit = min(settings.max_concurrency, self.max_concurrency)
+
+        async def started(running: CrewSnapshot) -> None:
+            if self.store is not None:
+                await self._persist(self.store.save_crew, batch.batch_id, running)
+
         try:
             async with self._admission.slot(order, batch.batch_id, batch_limit):
-                token = current_run.set((batch, run_id))
-                try:
-                    crew = self._factory(blueprint, topic, settings)
-                    agent_ids = [str(agent.id) for agent in crew.agents]
-                    self._router.track_agents((batch, run_id), agent_ids)
-                    batch.mark_running(run_id, agent_ids)
-                    if self.store is not None:
-                        running = batch.snapshot().crews[batch.run_ids.index(run_id)]
-                        await self._persist(self.store.save_crew, batch.batch_id, running)
-                    try:
-                        output = await asyncio.wait_for(
-                            crew.akickoff(inputs=inputs), settings.crew_timeout_s
-                        )
-                    except TimeoutError:  # the crew is cancelled; its spans so far are kept
-                        limit = settings.crew_timeout_s
-                        ended = batch.ending(
-                            run_id, CrewState.TIMED_OUT, error=f"timed out after {limit:g} s"
-                        )
-                    else:
-                        if not isinstance(output, CrewOutput):
-                            raise TypeError(f"crew returned {type(output).__name__}")
-                        usage = output.token_usage.model_dump() if output.token_usage else None
-                        ended = batch.ending(
-                            run_id,
-                            CrewState.SUCCEEDED,
-                            result=output.raw,
-                            tokens=TokenUsage.from_mapping(usage),
-                        )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one crew's failure never touches another
-                    error = plain_error(exc, settings.llm)
-                    log.info("crew %s failed: %s", run_id, error)
-                    ended = batch.ending(run_id, CrewState.FAILED, error=error)
-                finally:
-                    self._router.forget_agents(agent_ids)
-                    current_run.reset(token)
+                job = self._job(run_id, blueprint, topic, inputs, settings)
+                ended = await self.backend.run(batch, job, started)
         except asyncio.CancelledError:
             ended = self._stopped(batch, run_id)
             await asyncio.shield(self._finish(batch, ended))
@@ -373,3 +353,4 @@ class Runner:
         if not self._loop.is_running():
             self._loop.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.backend.close()

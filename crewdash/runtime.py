@@ -7,37 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import gc
-import logging
 import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
 
-from crewdash.batch import BatchSnapshot
+from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot
 from crewdash.blueprints import load_blueprint
-from crewdash.config import DEFAULT_MAX_CONCURRENCY, env_float, env_int, silence_telemetry
+from crewdash.config import (
+    DEFAULT_MAX_CONCURRENCY,
+    env_float,
+    env_int,
+    quiet_crewai_logs,
+    silence_telemetry,
+)
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, FailureRates, LatencyProfile
 from crewdash.errors import SettingsError, UnknownBatchError
+from crewdash.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
 from crewdash.jobs import JobRunner
-from crewdash.llm import LLMSettings, build_llm, default_llm_settings
+from crewdash.llm import LLMSettings, default_llm_settings
 from crewdash.runner import Runner, RunSettings
 from crewdash.store import Store
 
 silence_telemetry()
-# CrewAI warns on every call to a model it has no tokenizer for (the demo model); noise for users.
-logging.getLogger("crewai.llms.base_llm").setLevel(logging.ERROR)
-
-
-def freeze_heap() -> None:
-    """Move everything alive now out of the garbage collector's reach.
-
-    After start-up the heap holds hundreds of thousands of long-lived objects (CrewAI, pydantic
-    schemas); a full collection scanning them stopped every thread for ~190 ms in the middle of
-    a 100-crew batch. Frozen objects are never scanned again, and that pause drops to ~25 ms.
-    """
-    gc.collect()
-    gc.freeze()
+quiet_crewai_logs()
 
 
 def demo_profile_from_env(env: Mapping[str, str] | None = None) -> LatencyProfile:
@@ -59,6 +52,55 @@ def demo_profile_from_env(env: Mapping[str, str] | None = None) -> LatencyProfil
         raise SettingsError(f"CREWDASH_DEMO_LATENCY: {exc}") from None
 
 
+RUNNER_BACKENDS = ("local", "ray")
+
+
+def backend_from_env(env: Mapping[str, str] | None = None) -> Backend:
+    """`CREWDASH_RUNNER`: `local` (the default) or `ray` (`RAY_ADDRESS`, `CREWDASH_RAY_WORKERS`).
+
+    A Ray backend that cannot start raises; it never quietly becomes a local one.
+    """
+    env = os.environ if env is None else env
+    kind = env.get("CREWDASH_RUNNER", "").strip().lower() or "local"
+    if kind == "local":
+        return LocalBackend()
+    if kind == "ray":
+        from crewdash.ray_backend import RayBackend, RaySettings
+
+        return RayBackend(RaySettings.from_env(env))
+    raise SettingsError(
+        f"CREWDASH_RUNNER must be one of {', '.join(RUNNER_BACKENDS)}, got {kind!r}"
+    )
+
+
+async def _ignore(_: CrewSnapshot) -> None:
+    """A `started` callback for crews nobody watches."""
+
+
+def warm_up(runner: Runner, demo_url: str) -> Future[None]:
+    """Run one throw-away crew in each backend process, then freeze this process's heap.
+
+    A process's first crew pays ~1 s of one-off costs (imports, pydantic schema building);
+    paying it at start keeps it out of the first batch's timings. Its events belong to no
+    batch, so nothing shows up in any page.
+    """
+    backend = runner.backend
+    builder = blueprint_builder(load_blueprint("timing"), LLMSettings(), demo_url)
+
+    async def warm_one(n: int) -> None:
+        batch = Batch("warm-up", "timing", ["warm-up"], model_label="", max_concurrency=1)
+        job = CrewJob(
+            batch.run_ids[0], "warm-up", builder, {"topic": f"warm-up {n}"}, LLMSettings(), 60
+        )
+        await backend.run(batch, job, _ignore)
+
+    async def warm() -> None:
+        await asyncio.gather(*(warm_one(n) for n in range(backend.processes)))
+        freeze_heap()
+
+    return asyncio.run_coroutine_threadsafe(warm(), runner.loop)
+
+
 class Runtime:
     """Everything one process shares between sessions; thread-safe."""
 
@@ -68,6 +110,7 @@ class Runtime:
         demo_profile: LatencyProfile,
         store: Store | None = None,
         demo_failures: FailureRates | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.default_settings = default_settings
         self.demo_profile = demo_profile
@@ -80,6 +123,7 @@ class Runtime:
             max_concurrency=default_settings.max_concurrency,
             demo_base_url=self.demo_base_url,
             store=store,
+            backend=backend,
         )
         self.jobs = JobRunner()
 
@@ -95,7 +139,12 @@ class Runtime:
             failures = FailureRates.parse(env.get("CREWDASH_DEMO_FAILURES", ""), profile.seed)
         except ValueError as exc:
             raise SettingsError(f"CREWDASH_DEMO_FAILURES: {exc}") from None
-        return cls(settings, profile, Store(env.get("DATABASE_URL") or None), failures)
+        backend = backend_from_env(env)  # first: a wrong cluster address fails before anything
+        try:
+            return cls(settings, profile, Store(env.get("DATABASE_URL") or None), failures, backend)
+        except BaseException:
+            backend.close()
+            raise
 
     def snapshot(self, batch_id: str) -> BatchSnapshot:
         """A batch from this process's runner (live), else from the history database."""
@@ -108,19 +157,8 @@ class Runtime:
             return saved
 
     def warm_up(self) -> Future[None]:
-        """Run one throw-away crew against the demo model in the background, then freeze the heap.
-
-        A process's first crew pays ~1 s of one-off costs (imports, pydantic schema building);
-        paying it at start keeps it out of the first batch's timings. Its events belong to no
-        batch, so nothing shows up in any page.
-        """
-        crew = load_blueprint("timing").build(build_llm(LLMSettings(), self.demo_base_url()))
-
-        async def warm() -> None:
-            await crew.akickoff(inputs={"topic": "warm-up"})
-            freeze_heap()
-
-        return asyncio.run_coroutine_threadsafe(warm(), self.runner.loop)
+        """Warm the runner's backend up against the default demo model, in the background."""
+        return warm_up(self.runner, self.demo_base_url())
 
     @property
     def demo(self) -> DemoLLMServer | None:
