@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from crewdash.config import silence_telemetry
 
@@ -17,6 +18,7 @@ os.environ["DATABASE_URL"] = f"sqlite:///{_HISTORY}/history.db"
 
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile  # noqa: E402
 from crewdash.runner import Runner  # noqa: E402
+from tests.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 
 LATENCY = 0.5
 
@@ -33,6 +35,16 @@ def runner(demo_server: DemoLLMServer) -> Iterator[Runner]:
     r = Runner(max_concurrency=32, demo_base_url=lambda: demo_server.base_url)
     yield r
     r.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium through Playwright (fails, not skips, in CI without it)."""
+    executable = chromium_path()
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture()

@@ -11,22 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import CHROMIUM_ARGS, chromium_path, streamlit_app
+from tests.browser import streamlit_app
 
 pytestmark = pytest.mark.browser
 MAIN_EXPANDERS = "[data-testid='stMain'] [data-testid='stExpander']"  # not the sidebar's
 STATUS_LINE = re.compile(r"\d+ queued · \d+ running · \d+ succeeded · \d+ failed")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = chromium_path()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,208 @@
+"""The Ray backend against a real two-node Ray cluster on 127.0.0.1 (no mocks)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect
+
+from crewdash.batch import BatchSnapshot, CrewState
+from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+from crewdash.errors import SettingsError
+from crewdash.llm import LLMSettings
+from crewdash.ray_backend import RayBackend, RaySettings
+from crewdash.runner import Runner, RunSettings
+from crewdash.runtime import Runtime, backend_from_env
+from crewdash.store import Store
+from tests.api_server import api_server
+from tests.browser import free_port, streamlit_app
+from tests.ray_cluster import ray_cluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    with ray_cluster() as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def slow_model() -> Iterator[DemoLLMServer]:
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=5.0)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ray_runner(
+    cluster: str, demo_server: DemoLLMServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runner]:
+    """One driver connection for the module: two workers, a real SQLite history store."""
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('ray') / 'history.db'}")
+    backend = RayBackend(RaySettings(address=cluster, workers=2))
+    runner = Runner(
+        max_concurrency=16, demo_base_url=lambda: demo_server.base_url, store=store, backend=backend
+    )
+    yield runner
+    runner.close()
+    store.close()
+
+
+def finish(runner: Runner, batch_id: str, timeout: float = 60) -> BatchSnapshot:
+    assert runner.batch(batch_id).wait(timeout), "batch did not finish"
+    return runner.snapshot(batch_id)
+
+
+def test_workers_spread_over_both_nodes(ray_runner: Runner) -> None:
+    backend = ray_runner.backend
+    assert isinstance(backend, RayBackend) and backend.processes == 2
+    assert len({w["node"] for w in backend.placement}) == 2
+    assert len({w["pid"] for w in backend.placement}) == 2
+
+
+def test_a_batch_streams_progress_and_results_back(ray_runner: Runner) -> None:
+    topics = [f"topic {i}" for i in range(8)]
+    batch_id = ray_runner.submit("timing", topics)
+    open_span_seen = False
+    while not ray_runner.batch(batch_id).wait(0.05):
+        for crew in ray_runner.snapshot(batch_id).crews:
+            if crew.state is CrewState.RUNNING and any(s.finished_at is None for s in crew.spans):
+                open_span_seen = True  # an LLM call in flight, seen live from the driver
+    snap = ray_runner.snapshot(batch_id)
+    assert open_span_seen
+    assert [c.topic for c in snap.crews] == topics
+    assert [c.index for c in snap.crews] == list(range(8))
+    for crew in snap.crews:
+        assert crew.state is CrewState.SUCCEEDED, crew.error
+        assert crew.result and "done" in crew.result
+        assert crew.spans and crew.spans[0].kind == "llm" and crew.spans[0].tokens.total > 0
+        assert crew.tokens.total > 0
+    assert snap.wall_s < 0.5 * 8  # concurrent, not one after another (one call is 0.5 s)
+    saved = ray_runner.store.load(batch_id) if ray_runner.store else None
+    assert saved is not None
+    assert [c.state for c in saved.crews] == [CrewState.SUCCEEDED] * 8
+    assert all(c.spans for c in saved.crews)  # the same history as the local backend keeps
+
+
+def test_a_failing_crew_fails_alone(ray_runner: Runner) -> None:
+    batch_id = ray_runner.submit("timing", ["fine", "broken [demo:fail-400]", "fine too"])
+    snap = finish(ray_runner, batch_id)
+    assert [c.state for c in snap.crews] == [
+        CrewState.SUCCEEDED,
+        CrewState.FAILED,
+        CrewState.SUCCEEDED,
+    ]
+    assert "400" in (snap.crews[1].error or "")
+    assert "Traceback" not in (snap.crews[1].error or "")
+
+
+def test_cancelling_a_batch_stops_its_crews_on_the_workers(
+    ray_runner: Runner, slow_model: DemoLLMServer
+) -> None:
+    llm = LLMSettings(base_url=slow_model.base_url)
+    batch_id = ray_runner.submit("timing", [f"c{i}" for i in range(6)], RunSettings(llm=llm))
+    deadline = time.time() + 30
+    while ray_runner.snapshot(batch_id).count(CrewState.RUNNING) < 6 and time.time() < deadline:
+        time.sleep(0.05)
+    assert isinstance(ray_runner.backend, RayBackend)
+    assert ray_runner.backend.running() == 6
+    started = time.time()
+    assert ray_runner.cancel(batch_id) == 6
+    snap = finish(ray_runner, batch_id, timeout=5)
+    assert time.time() - started < 2
+    assert [c.state for c in snap.crews] == [CrewState.CANCELLED] * 6
+    while ray_runner.backend.running() and time.time() - started < 5:
+        time.sleep(0.05)
+    assert ray_runner.backend.running() == 0  # stopped on the workers too, not just hidden
+
+
+def test_timeouts_and_admission_hold_on_ray(ray_runner: Runner, slow_model: DemoLLMServer) -> None:
+    llm = LLMSettings(base_url=slow_model.base_url)
+    timed = ray_runner.submit("timing", ["slow"], RunSettings(llm=llm, crew_timeout_s=0.5))
+    capped = ray_runner.submit(
+        "timing", [f"q{i}" for i in range(6)], RunSettings(max_concurrency=2)
+    )
+    snap = finish(ray_runner, timed)
+    assert snap.crews[0].state is CrewState.TIMED_OUT
+    assert snap.crews[0].spans  # the call in flight when time ran out is kept
+    capped_snap = finish(ray_runner, capped)
+    assert all(c.state is CrewState.SUCCEEDED for c in capped_snap.crews)
+    intervals = [(c.started_at or 0, c.finished_at or 0) for c in capped_snap.crews]
+    peak = max(sum(1 for s, e in intervals if s <= t < e) for t, _ in intervals)
+    assert peak == 2  # never more than the batch's limit at once, on any worker
+
+
+def test_the_api_runs_unchanged_on_ray(cluster: str, tmp_path: Path) -> None:
+    env = {"CREWDASH_RUNNER": "ray", "RAY_ADDRESS": cluster, "CREWDASH_RAY_WORKERS": "1"}
+    with api_server(tmp_path, **env) as url:
+        answer = httpx.post(f"{url}/research", json={"topics": ["alpha", "beta"]}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert sorted(answer.json()["results"]) == ["alpha", "beta"]
+        assert answer.json()["errors"] == {}
+
+
+@pytest.mark.browser
+def test_the_dashboard_runs_unchanged_on_ray(
+    browser: Browser, cluster: str, tmp_path: Path
+) -> None:
+    env = {"CREWDASH_RUNNER": "ray", "RAY_ADDRESS": cluster, "CREWDASH_DEMO_LATENCY": "1.0"}
+    with streamlit_app(tmp_path / "server.log", env) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.get_by_label("Topics (one per line)").fill("ray one\nray two\nray three")
+        page.get_by_role("button", name="Run").click()
+        expect(page.get_by_text(re.compile(r"\d+ running"))).to_be_visible(timeout=60_000)
+        done = page.get_by_text(re.compile(r"0 queued · 0 running · 3 succeeded"))
+        expect(done).to_be_visible(timeout=60_000)
+        expect(page.locator(".js-plotly-plot").first).to_be_visible()
+        page.close()
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+@pytest.mark.browser
+def test_the_dashboard_names_an_unreachable_ray_address(browser: Browser, tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    env = {"CREWDASH_RUNNER": "ray", "RAY_ADDRESS": address}
+    with streamlit_app(tmp_path / "server.log", env) as url:
+        page = browser.new_page()
+        page.goto(url)
+        expect(page.get_by_text(f"RAY_ADDRESS={address} is unreachable")).to_be_visible(
+            timeout=30_000
+        )
+        expect(page.get_by_role("button", name="Run")).to_have_count(0)  # no silent local run
+        page.close()
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+def test_an_unreachable_ray_address_is_named_at_start() -> None:
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.time()
+    with pytest.raises(SettingsError, match="RAY_ADDRESS") as caught:
+        Runtime.from_env({"CREWDASH_RUNNER": "ray", "RAY_ADDRESS": address})
+    assert time.time() - started < 15
+    assert "local backend" in str(caught.value)  # says it does not fall back by itself
+    with pytest.raises(SettingsError, match="RAY_ADDRESS"):
+        backend_from_env({"CREWDASH_RUNNER": "ray", "RAY_ADDRESS": "not an address:port"})
+
+
+def test_ray_missing_is_named_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on a machine without the extra
+    with pytest.raises(SettingsError, match=r"CREWDASH_RUNNER=ray.*requirements-ray\.txt"):
+        backend_from_env({"CREWDASH_RUNNER": "ray"})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CREWDASH_RUNNER": "spark"}, "CREWDASH_RUNNER must be one of local, ray"),
+        ({"CREWDASH_RUNNER": "ray", "CREWDASH_RAY_WORKERS": "two"}, "CREWDASH_RAY_WORKERS"),
+        ({"CREWDASH_RUNNER": "ray", "CREWDASH_RAY_WORKERS": "0"}, "CREWDASH_RAY_WORKERS"),
+    ],
+)
+def test_bad_backend_settings(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        backend_from_env(env)
