@@ -2,6 +2,7 @@
 
 python -m crewdash run "topic one" "topic two" [--latency 1.0] [--json out.json]
 python -m crewdash run --n 50 --latency 1.0 --json bench-50.json
+python -m crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
 python -m crewdash demo-llm --port 8001 --profile hosted
 """
 
@@ -13,14 +14,18 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
+from crewdash.backend_bench import MAX_N as BACKENDS_MAX_N
+from crewdash.backend_bench import compare_backends, parse_backends
 from crewdash.batch import BatchSnapshot, CrewState
 from crewdash.bench import MAX_N, STRATEGIES, BenchReport, check_n, parse_strategies, run_sweep
 from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
 from crewdash.errors import CrewdashError, SettingsError
+from crewdash.execution import Backend, LocalBackend
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime, demo_profile_from_env
@@ -157,7 +162,45 @@ def print_report(report: BenchReport) -> None:
         )
 
 
+def _make_backend(name: str, workers: int) -> Backend:
+    if name == "local":
+        return LocalBackend()
+    from crewdash.ray_backend import RayBackend, RaySettings
+
+    return RayBackend(replace(RaySettings.from_env(), workers=workers))
+
+
+def cmd_bench_backends(args: argparse.Namespace) -> int:
+    report = compare_backends(
+        args.n,
+        args.latency,
+        parse_backends(args.backends),
+        lambda name: _make_backend(name, args.ray_workers),
+        progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr),
+    )
+    at = f"wall @{args.latency:g} s"
+    header = (
+        f"{'backend':<9}{'procs':>6}{'N':>6}{'0-lat wall':>11}{'crews/s':>9}"
+        f"{at:>12}{'bound':>8}{'wall/bound':>11}{'failed':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in report.results:
+        print(
+            f"{r.backend:<9}{r.processes:>6}{r.n:>6}{r.zero_latency_wall_s:>11.2f}"
+            f"{r.crews_per_s:>9.1f}{r.wall_s:>12.2f}{r.bound_s:>8.2f}{r.wall_over_bound:>11.3f}"
+            f"{r.failed:>7}"
+        )
+    if report.throughput_ratio is not None:
+        print(f"zero-latency throughput, ray / local: {report.throughput_ratio:.2f}×")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    return 1 if any(r.failed for r in report.results) else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.backends:
+        return cmd_bench_backends(args)
     strategies = parse_strategies(args.strategies)
     ns = [check_n(int(x)) for x in args.sweep.split(",")] if args.sweep else [check_n(args.n)]
     llm = _bench_llm(args, sum(ns) * len(strategies))
@@ -225,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--base-url", help="base URL for an OpenAI-compatible provider")
     bench.add_argument("--yes", action="store_true", help="confirm calls to a real provider")
     bench.add_argument("--json", help="write the results to this JSON file")
+    bench.add_argument(
+        "--backends",
+        help="compare runner backends instead of strategies: local,ray "
+        f"(N up to {BACKENDS_MAX_N}; zero latency, then --latency)",
+    )
+    bench.add_argument(
+        "--ray-workers", type=int, default=2, help="Ray worker processes (with --backends)"
+    )
     demo_options(bench)
     bench.set_defaults(func=cmd_bench, latency=1.0)
 
