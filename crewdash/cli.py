@@ -181,7 +181,7 @@ def cmd_bench_backends(args: argparse.Namespace) -> int:
     at = f"wall @{args.latency:g} s"
     header = (
         f"{'backend':<9}{'procs':>6}{'N':>6}{'0-lat wall':>11}{'crews/s':>9}"
-        f"{at:>12}{'bound':>8}{'wall/bound':>11}{'failed':>7}"
+        f"{at:>12}{'bound':>8}{'wall/bound':>11}{'failed':>7}{'cpu s here':>11}{'cpu s wrk':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -189,7 +189,8 @@ def cmd_bench_backends(args: argparse.Namespace) -> int:
         print(
             f"{r.backend:<9}{r.processes:>6}{r.n:>6}{r.zero_latency_wall_s:>11.2f}"
             f"{r.crews_per_s:>9.1f}{r.wall_s:>12.2f}{r.bound_s:>8.2f}{r.wall_over_bound:>11.3f}"
-            f"{r.failed:>7}"
+            f"{r.failed:>7}{r.driver_cpu_s:>11.1f}"
+            f"{'-' if r.worker_cpu_s is None else format(r.worker_cpu_s, '.1f'):>10}"
         )
     if report.throughput_ratio is not None:
         print(f"zero-latency throughput, ray / local: {report.throughput_ratio:.2f}×")
@@ -223,7 +224,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_llm(args: argparse.Namespace) -> int:
-    server = DemoLLMServer(_profile(args), port=args.port).start()
+    server = DemoLLMServer(_profile(args), port=args.port, host=args.host).start()
     print(f"demo model ({server.profile.describe()}) at {server.base_url}", flush=True)
     try:
         while True:
@@ -281,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo-llm", help="serve the demo model on its own")
     demo.add_argument("--port", type=int, default=8001)
+    demo.add_argument(
+        "--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (Ray workers)"
+    )
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
     return parser

@@ -387,20 +387,26 @@ def _stream(
 
 
 class DemoLLMServer:
-    """Runs the demo model under uvicorn on 127.0.0.1 in a daemon thread of this process."""
+    """Runs the demo model under uvicorn in a daemon thread of this process.
+
+    It listens on 127.0.0.1 unless told otherwise: `host="0.0.0.0"` serves the Ray workers of
+    a multi-machine cluster (`python -m crewdash demo-llm --host 0.0.0.0`).
+    """
 
     def __init__(
         self,
         profile: LatencyProfile | None = None,
         port: int = 0,
         failures: FailureRates | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.profile = profile or LatencyProfile()
         self.failures = failures or FailureRates()
         self.stats = ServerStats()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", port))
+        self._sock.bind((host, port))
         self.port: int = self._sock.getsockname()[1]
         config = uvicorn.Config(
             create_app(self.profile, self.stats, self.failures),
@@ -421,7 +427,8 @@ class DemoLLMServer:
     @property
     def base_url(self) -> str:
         """The OpenAI-style base URL (ends in /v1)."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        host = socket.getfqdn() if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}/v1"
 
     def start(self, timeout: float = 10.0) -> DemoLLMServer:
         self._thread.start()

@@ -147,6 +147,14 @@ def test_server_binds_loopback_on_a_free_port_and_stops() -> None:
         httpx.get(server.base_url.replace("/v1", "/healthz"), timeout=1)
 
 
+def test_server_can_serve_other_machines() -> None:
+    """`demo-llm --host 0.0.0.0`: the URL handed to Ray workers names this machine."""
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0.0), host="0.0.0.0") as server:
+        assert "127.0.0.1" not in server.base_url
+        answered = httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+        assert answered.json() == {"status": "ok"}
+
+
 def test_fail_marker_gives_that_http_error(demo_server: DemoLLMServer) -> None:
     response = httpx.post(
         f"{demo_server.base_url}/chat/completions",
