@@ -39,6 +39,10 @@ class BackendResult:
     bound_s: float  # latency_s + zero_latency_wall_s
     wall_over_bound: float
     failed: int
+    # CPU seconds of the zero-latency batch: this process (runner, demo model) and, on Ray,
+    # the worker processes; against the wall time they show where the cores went
+    driver_cpu_s: float
+    worker_cpu_s: float | None
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,12 @@ def _batch_wall(runner: Runner, n: int, label: str) -> tuple[float, int]:
     return wall, sum(1 for c in snap.crews if c.state is not CrewState.SUCCEEDED)
 
 
+def _cpu(backend: Backend) -> tuple[float, float | None]:
+    """(this process's CPU seconds, the backend's worker processes' CPU seconds if it has any)."""
+    workers = getattr(backend, "worker_cpu_s", None)
+    return time.process_time(), workers() if callable(workers) else None
+
+
 def measure_backend(
     name: str, backend: Backend, n: int, latency_s: float, progress: Progress | None = None
 ) -> BackendResult:
@@ -104,7 +114,12 @@ def measure_backend(
             say(0.0, f"{name}: warming up {backend.processes} process(es)")
             warm_up(runner, instant.base_url).result(120)
             say(0.1, f"{name}: {n} crews at zero latency")
+            cpu = _cpu(backend)
             zero_wall, zero_failed = _batch_wall(runner, n, f"{name}-zero")
+            driver_cpu, worker_cpu = (
+                b - a if a is not None and b is not None else None
+                for a, b in zip(cpu, _cpu(backend), strict=True)
+            )
             url["now"] = slow.base_url
             say(0.5, f"{name}: {n} crews at {latency_s:g} s")
             wall, failed = _batch_wall(runner, n, f"{name}-latency")
@@ -122,6 +137,8 @@ def measure_backend(
         bound_s=round(bound, 3),
         wall_over_bound=round(wall / bound, 3),
         failed=zero_failed + failed,
+        driver_cpu_s=round(driver_cpu or 0.0, 2),
+        worker_cpu_s=None if worker_cpu is None else round(worker_cpu, 2),
     )
 
 

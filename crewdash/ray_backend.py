@@ -97,6 +97,10 @@ class CrewWorker:
         """Crews running in this actor now."""
         return len(self._crews)
 
+    async def cpu_seconds(self) -> float:
+        """CPU time this worker process has used (for the backend benchmark)."""
+        return time.process_time()
+
     async def run(
         self, batch_id: str, blueprint: str, job: CrewJob
     ) -> AsyncIterator[tuple[CrewSnapshot, CrewSnapshot | None]]:
@@ -277,6 +281,12 @@ class RayBackend:
         import ray
 
         return sum(ray.get([w.running.remote() for w in self._workers], timeout=30))
+
+    def worker_cpu_s(self) -> float:
+        """CPU seconds used by all worker processes so far."""
+        import ray
+
+        return float(sum(ray.get([w.cpu_seconds.remote() for w in self._workers], timeout=30)))
 
     def close(self) -> None:
         try:

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from crewdash.batch import BatchSnapshot, CrewState
-from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
 from crewdash.errors import SettingsError
 from crewdash.llm import LLMSettings
 from crewdash.ray_backend import RayBackend, RaySettings
@@ -134,6 +134,19 @@ def test_timeouts_and_admission_hold_on_ray(ray_runner: Runner, slow_model: Demo
     intervals = [(c.started_at or 0, c.finished_at or 0) for c in capped_snap.crews]
     peak = max(sum(1 for s, e in intervals if s <= t < e) for t, _ in intervals)
     assert peak == 2  # never more than the batch's limit at once, on any worker
+
+
+def test_transient_failures_are_retried_on_the_workers(ray_runner: Runner) -> None:
+    rates = FailureRates(rate_429=0.1, rate_500=0.2, retry_after_s=0.2)
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0.1), failures=rates) as flaky:
+        llm = LLMSettings(base_url=flaky.base_url)
+        topics = [f"flaky {i}" for i in range(20)]
+        snap = finish(ray_runner, ray_runner.submit("timing", topics, RunSettings(llm=llm)))
+        assert flaky.stats.failures >= 3
+    assert [c.state for c in snap.crews] == [CrewState.SUCCEEDED] * 20
+    assert all(c.result == f"{c.topic} done" for c in snap.crews)
+    retries = sum(1 for c in snap.crews for s in c.spans if s.kind == "retry")
+    assert retries >= 3  # the workers' retries show in the timeline, as on the local backend
 
 
 def test_the_api_runs_unchanged_on_ray(cluster: str, tmp_path: Path) -> None:
