@@ -352,6 +352,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             "status": "ok",
             "pid": os.getpid(),
             "running_batches": running,
+            "backend": runtime.runner.backend.name,
             "database": "sqlite"
             if runtime.store and runtime.store.url.startswith("sqlite")
             else ("postgresql" if runtime.store else "none"),

@@ -28,7 +28,7 @@ from crewdash.errors import CrewdashError, SettingsError
 from crewdash.execution import Backend, LocalBackend
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.runner import RunSettings
-from crewdash.runtime import Runtime, demo_profile_from_env
+from crewdash.runtime import Runtime, backend_from_env, demo_profile_from_env
 from crewdash.store import Store
 from crewdash.topics import parse_topics
 
@@ -85,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         RunSettings(llm=default_llm_settings(), max_concurrency=args.max_concurrency),
         _profile(args),
         None if args.no_history else Store(),
+        backend=backend_from_env(),  # CREWDASH_RUNNER: local or ray
     )
     try:
         settings = RunSettings(

@@ -107,6 +107,7 @@ class Backend(Protocol):
     backend only runs one admitted crew and reports its progress on `batch`."""
 
     name: str
+    label: str  # where crews run, for people: shown in the sidebar and /healthz
     processes: int  # how many processes run crews (for warming each one up)
 
     async def run(self, batch: Batch, job: CrewJob, started: Started) -> CrewSnapshot:
@@ -122,6 +123,7 @@ class LocalBackend:
     """Crews on the runner's own event loop, in this process."""
 
     name = "local"
+    label = "this process (local backend)"
     processes = 1
 
     async def run(self, batch: Batch, job: CrewJob, started: Started) -> CrewSnapshot:

@@ -212,7 +212,8 @@ class RayBackend:
             }
             if settings.address:
                 init["address"] = settings.address
-            else:
+            else:  # "local": a new Ray of our own, even if `ray start` runs on this machine
+                init["address"] = "local"
                 init["num_cpus"] = max(settings.workers, os.cpu_count() or 1)
                 init["object_store_memory"] = 256 * 1024**2
             try:
@@ -238,6 +239,8 @@ class RayBackend:
             )
         self.placement = ray.get(done)
         self.processes = len(self._workers)
+        nodes = len({w["node"] for w in self.placement})
+        self.label = f"{settings.label}, {nodes} node{'s' if nodes > 1 else ''}"
 
     async def run(self, batch: Batch, job: CrewJob, started: Started) -> CrewSnapshot:
         import ray

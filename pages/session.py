@@ -276,6 +276,7 @@ def render_sidebar() -> None:
             key="sidebar.max_concurrency",
             help="Crews beyond this wait in the queue until a slot frees up.",
         )
+        st.caption(f"Crews run on {rt.runner.backend.label}.")
         state("sidebar.crew_timeout", 0.0)
         st.number_input(
             "Per-crew timeout (s, 0 = none)",

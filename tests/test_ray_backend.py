@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +24,7 @@ from crewdash.runner import Runner, RunSettings
 from crewdash.runtime import Runtime, backend_from_env
 from crewdash.store import Store
 from tests.api_server import api_server
-from tests.browser import free_port, streamlit_app
+from tests.browser import ROOT, free_port, streamlit_app
 from tests.ray_cluster import ray_cluster
 
 
@@ -156,6 +159,7 @@ def test_the_api_runs_unchanged_on_ray(cluster: str, tmp_path: Path) -> None:
         assert answer.status_code == 200, answer.text
         assert sorted(answer.json()["results"]) == ["alpha", "beta"]
         assert answer.json()["errors"] == {}
+        assert httpx.get(f"{url}/healthz", timeout=10).json()["backend"] == "ray"
 
 
 @pytest.mark.browser
@@ -166,6 +170,7 @@ def test_the_dashboard_runs_unchanged_on_ray(
     with streamlit_app(tmp_path / "server.log", env) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
+        expect(page.get_by_text("Crews run on Ray (2 workers on")).to_be_visible(timeout=60_000)
         page.get_by_label("Topics (one per line)").fill("ray one\nray two\nray three")
         page.get_by_role("button", name="Run").click()
         expect(page.get_by_text(re.compile(r"\d+ running"))).to_be_visible(timeout=60_000)
@@ -189,6 +194,19 @@ def test_the_dashboard_names_an_unreachable_ray_address(browser: Browser, tmp_pa
         expect(page.get_by_role("button", name="Run")).to_have_count(0)  # no silent local run
         page.close()
     assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+def test_the_cli_starts_a_local_ray_on_demand(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(CREWDASH_RUNNER="ray", CREWDASH_RAY_WORKERS="2")
+    out = tmp_path / "run.json"
+    command = [sys.executable, "-m", "crewdash", "run", "--n", "4", "--latency", "0.3"]
+    command += ["--blueprint", "timing", "--no-history", "--json", str(out)]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["succeeded"] == 4
+    assert figures["wall_s"] < 4 * 0.3  # concurrent on the workers
 
 
 def test_an_unreachable_ray_address_is_named_at_start() -> None:
