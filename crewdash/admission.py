@@ -3,7 +3,8 @@
 Two plain semaphores (one per batch, one global) interleave batches: a later batch's crews,
 already waiting on the global one, would overtake an earlier batch's crews still waiting on their
 batch's. The queue position the page shows ("N crews ahead of yours") then would not hold. Here
-one ordered queue hands out slots: the earliest waiting crew whose batch is under its limit.
+a batch puts all its crews in one ordered queue at once, when it starts, and a freed slot goes
+to the earliest waiting crew whose batch is under its own limit.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from dataclasses import dataclass, field
 
 
 @dataclass(order=True)
-class _Waiter:
+class Ticket:
+    """One crew's place in the queue."""
+
     order: tuple[int, int]  # (batch number, crew index): submission order
     batch_id: str = field(compare=False)
     batch_limit: int = field(compare=False)
-    granted: asyncio.Future[None] = field(compare=False)
+    granted: asyncio.Future[None] = field(compare=False, repr=False)
+    done: bool = field(default=False, compare=False)
 
 
 class Admission:
@@ -31,43 +35,47 @@ class Admission:
         self.limit = limit
         self._running = 0
         self._per_batch: Counter[str] = Counter()
-        self._waiting: list[_Waiter] = []
+        self._waiting: list[Ticket] = []
+
+    def enqueue(self, order: tuple[int, int], batch_id: str, batch_limit: int) -> Ticket:
+        """Take a place in the queue now; the crew waits for its slot later, in `slot`."""
+        ticket = Ticket(order, batch_id, batch_limit, asyncio.get_running_loop().create_future())
+        bisect.insort(self._waiting, ticket)
+        self._dispatch()
+        return ticket
 
     @asynccontextmanager
-    async def slot(
-        self, order: tuple[int, int], batch_id: str, batch_limit: int
-    ) -> AsyncIterator[None]:
-        """Hold a slot for the body's duration; waiting (and leaving the queue) is cancellable."""
-        waiter = _Waiter(order, batch_id, batch_limit, asyncio.get_running_loop().create_future())
-        bisect.insort(self._waiting, waiter)
-        self._dispatch()
+    async def slot(self, ticket: Ticket) -> AsyncIterator[None]:
+        """Wait for the ticket's slot and hold it for the body; cancellable while waiting."""
         try:
-            await waiter.granted
-        except asyncio.CancelledError:
-            if waiter in self._waiting:
-                self._waiting.remove(waiter)
-            elif waiter.granted.done() and not waiter.granted.cancelled():
-                self._release(batch_id)  # granted just as it was cancelled
-            raise
-        try:
+            await asyncio.shield(ticket.granted)
             yield
         finally:
-            self._release(batch_id)
+            self.leave(ticket)
 
-    def _release(self, batch_id: str) -> None:
+    def leave(self, ticket: Ticket) -> None:
+        """Give the place or the slot back; safe to call more than once (crews cancelled before
+        their first step never enter `slot`, so the batch calls this for every crew at its end)."""
+        if ticket.done:
+            return
+        ticket.done = True
+        if not ticket.granted.done():
+            self._waiting.remove(ticket)
+            ticket.granted.cancel()
+            return
         self._running -= 1
-        self._per_batch[batch_id] -= 1
-        if self._per_batch[batch_id] <= 0:
-            del self._per_batch[batch_id]
+        self._per_batch[ticket.batch_id] -= 1
+        if self._per_batch[ticket.batch_id] <= 0:
+            del self._per_batch[ticket.batch_id]
         self._dispatch()
 
     def _dispatch(self) -> None:
-        for waiter in list(self._waiting):
+        for ticket in list(self._waiting):
             if self._running >= self.limit:
                 return
-            if self._per_batch[waiter.batch_id] >= waiter.batch_limit:
+            if self._per_batch[ticket.batch_id] >= ticket.batch_limit:
                 continue
-            self._waiting.remove(waiter)
+            self._waiting.remove(ticket)
             self._running += 1
-            self._per_batch[waiter.batch_id] += 1
-            waiter.granted.set_result(None)
+            self._per_batch[ticket.batch_id] += 1
+            ticket.granted.set_result(None)

@@ -23,7 +23,7 @@ from typing import Any
 from crewai import Crew
 from crewai.events import crewai_event_bus
 
-from crewdash.admission import Admission
+from crewdash.admission import Admission, Ticket
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState
 from crewdash.blueprints import Blueprint, load_blueprint
 from crewdash.config import DEFAULT_MAX_CONCURRENCY
@@ -197,15 +197,22 @@ class Runner:
         settings: RunSettings,
     ) -> None:
         tasks = []
-        crews = zip(batch.run_ids, topics, inputs, strict=True)
-        for index, (run_id, topic, crew_inputs) in enumerate(crews):
+        limit = min(settings.max_concurrency, self.max_concurrency)
+        # every crew takes its place in the queue now, before any later batch's crew can
+        tickets = [
+            self._admission.enqueue((number, index), batch.batch_id, limit)
+            for index in range(len(topics))
+        ]
+        crews = zip(batch.run_ids, topics, inputs, tickets, strict=True)
+        for run_id, topic, crew_inputs, ticket in crews:
             if batch.batch_id in self._cancelled or run_id in self._cancelled:
+                self._admission.leave(ticket)
                 await self._finish(
                     batch, batch.ending(run_id, CrewState.CANCELLED, error="cancelled")
                 )
                 continue
             crew_run = self._run_crew(
-                batch, run_id, blueprint, topic, crew_inputs, settings, (number, index)
+                batch, run_id, blueprint, topic, crew_inputs, settings, ticket
             )
             tasks.append(asyncio.create_task(crew_run, name=run_id))
             self._tasks[batch.batch_id] = tasks
@@ -214,6 +221,8 @@ class Runner:
             # and I/O are served between starts instead of after all N of them.
             await asyncio.sleep(0)
         await asyncio.gather(*tasks, return_exceptions=True)
+        for ticket in tickets:  # crews cancelled before their first step never used theirs
+            self._admission.leave(ticket)
         for crew in batch.snapshot().crews:  # a task cancelled before its first step never ran
             if not crew.state.final:
                 await self._finish(batch, self._stopped(batch, crew.run_id))
@@ -295,16 +304,14 @@ class Runner:
         topic: str,
         inputs: dict[str, str],
         settings: RunSettings,
-        order: tuple[int, int],
+        ticket: Ticket,
     ) -> None:
-        batch_limit = min(settings.max_concurrency, self.max_concurrency)
-
         async def started(running: CrewSnapshot) -> None:
             if self.store is not None:
                 await self._persist(self.store.save_crew, batch.batch_id, running)
 
         try:
-            async with self._admission.slot(order, batch.batch_id, batch_limit):
+            async with self._admission.slot(ticket):
                 job = self._job(run_id, blueprint, topic, inputs, settings)
                 ended = await self.backend.run(batch, job, started)
         except asyncio.CancelledError:
