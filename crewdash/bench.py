@@ -30,11 +30,11 @@ from crewai.events.event_bus import CrewAIEventsBus
 from crewdash.batch import CrewState
 from crewdash.blueprints import Blueprint, load_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
-from crewdash.errors import SettingsError
+from crewdash.errors import SettingsError, describe_error
 from crewdash.events import one_per_process
 from crewdash.execution import freeze_heap
 from crewdash.llm import LLMSettings, build_llm
-from crewdash.runner import Runner, RunSettings, describe_error
+from crewdash.runner import Runner, RunSettings
 from crewdash.store import Store
 
 MAX_N = 200

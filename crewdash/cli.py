@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +24,7 @@ from crewdash.bench import MAX_N, STRATEGIES, BenchReport, check_n, parse_strate
 from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
 from crewdash.errors import CrewdashError, SettingsError
-from crewdash.execution import Backend, LocalBackend
+from crewdash.execution import Backend
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime, backend_from_env, demo_profile_from_env
@@ -81,12 +80,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     topics = parse_topics(raw, max_topics=max(args.n or 0, 100))
     for note in topics.notes:
         print(note, file=sys.stderr)
-    runtime = Runtime(
-        RunSettings(llm=default_llm_settings(), max_concurrency=args.max_concurrency),
-        _profile(args),
-        None if args.no_history else Store(),
-        backend=backend_from_env(),  # CREWDASH_RUNNER: local or ray
-    )
+    settings = RunSettings(llm=default_llm_settings(), max_concurrency=args.max_concurrency)
+    profile = _profile(args)
+    backend = backend_from_env()  # CREWDASH_RUNNER: local or ray
+    try:
+        runtime = Runtime(settings, profile, None if args.no_history else Store(), backend=backend)
+    except BaseException:
+        backend.close()
+        raise
     try:
         settings = RunSettings(
             llm=runtime.default_settings.llm, max_concurrency=args.max_concurrency
@@ -164,11 +165,9 @@ def print_report(report: BenchReport) -> None:
 
 
 def _make_backend(name: str, workers: int) -> Backend:
-    if name == "local":
-        return LocalBackend()
-    from crewdash.ray_backend import RayBackend, RaySettings
-
-    return RayBackend(replace(RaySettings.from_env(), workers=workers))
+    """A backend as `CREWDASH_RUNNER=name` would give, with this many Ray workers."""
+    env = {**os.environ, "CREWDASH_RUNNER": name, "CREWDASH_RAY_WORKERS": str(workers)}
+    return backend_from_env(env)
 
 
 def cmd_bench_backends(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ CrewdashError
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class CrewdashError(Exception):
     """Base class; every message is written to be shown to a user as it is."""
@@ -31,3 +33,19 @@ class UnknownBatchError(CrewdashError, KeyError):
 
     def __str__(self) -> str:
         return f"no batch with id {self.args[0]!r}" if self.args else "unknown batch"
+
+
+def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
+    """`text` with every secret (an API key a provider echoed back) blanked out."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def describe_error(exc: BaseException, secrets: Sequence[str | None] = ()) -> str:
+    """One line for the user: the exception type and its first line, without a traceback, and
+    with any secret blanked out."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    message = redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, secrets)
+    return message if len(message) <= 400 else message[:399] + "…"

@@ -25,6 +25,9 @@ from crewdash.llm import LLMSettings, build_llm, plain_error
 log = logging.getLogger(__name__)
 
 CrewBuilder = Callable[[], Crew]
+# Threads beyond the crew limit in a crew-running loop's default executor, for CrewAI's own
+# hops (event-bus flushes, memory drains).
+EXECUTOR_HEADROOM = 8
 Started = Callable[[CrewSnapshot], Awaitable[None]]
 
 
@@ -66,9 +69,12 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
         if started is not None:
             await started(batch.crew(job.run_id))
         try:
-            output = await asyncio.wait_for(crew.akickoff(inputs=dict(job.inputs)), job.timeout_s)
-        except TimeoutError:  # the crew is cancelled; its spans so far are kept
-            return batch.ending(
+            async with asyncio.timeout(job.timeout_s) as limit:
+                output = await crew.akickoff(inputs=dict(job.inputs))
+        except TimeoutError:
+            if not limit.expired():
+                raise  # a timeout inside the crew (a provider's): a failure, not ours
+            return batch.ending(  # the crew is cancelled; its spans so far are kept
                 job.run_id, CrewState.TIMED_OUT, error=f"timed out after {job.timeout_s:g} s"
             )
         if not isinstance(output, CrewOutput):

@@ -14,8 +14,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from crewdash.errors import CrewdashError
-from crewdash.runner import describe_error
+from crewdash.errors import CrewdashError, describe_error
 
 Progress = Callable[[float, str], None]
 Work = Callable[[Progress], Any]

@@ -11,7 +11,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ from crewai import LLM
 from openai import OpenAI
 
 from crewdash.config import DEFAULT_OPENAI_MODEL, DEMO_MODEL_NAME
-from crewdash.errors import SettingsError
+from crewdash.errors import SettingsError, redact
 from crewdash.retries import ResilientTransport, shared_limiter
 
 PROVIDERS = ("demo", "openai", "anthropic", "gemini", "ollama", "openai_compatible")
@@ -70,6 +70,16 @@ class LLMSettings:
             raise SettingsError("choose a model name")
         if self.provider == "openai_compatible" and not self.base_url:
             raise SettingsError("an OpenAI-compatible provider needs a base URL")
+
+    def with_environment_key(self, env: Mapping[str, str] | None = None) -> LLMSettings:
+        """These settings with the provider's key from this process's environment filled in,
+        when none was typed: crews on other machines (Ray workers) do not share that
+        environment. Error messages blank the key out either way."""
+        if self.api_key or self.provider not in KEY_VARIABLES:
+            return self
+        env = os.environ if env is None else env
+        key = next((env[v] for v in KEY_VARIABLES[self.provider] if env.get(v)), None)
+        return replace(self, api_key=key) if key else self
 
     @property
     def is_demo(self) -> bool:
@@ -233,8 +243,7 @@ def plain_error(exc: BaseException, settings: LLMSettings) -> str:
         text = str(exc)
     else:
         text = f"{type(exc).__name__}: {detail}"
-    if settings.api_key and len(settings.api_key) >= 4:
-        text = text.replace(settings.api_key, "***")
+    text = redact(text, [settings.api_key])
     return text if len(text) <= 400 else text[:399] + "…"
 
 

@@ -23,8 +23,9 @@ from crewdash.batch import CrewState
 from crewdash.bench import BenchContext, CallSpan, _call_recorder, peak_overlap
 from crewdash.blueprints import load_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+from crewdash.errors import describe_error
 from crewdash.llm import LLMSettings, build_llm
-from crewdash.runner import Runner, RunSettings, describe_error
+from crewdash.runner import Runner, RunSettings
 
 Progress = Callable[[float, str], None]
 

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 from crewdash.batch import Batch, CrewSnapshot, CrewState
 from crewdash.config import PROJECT_ROOT
-from crewdash.errors import SettingsError
-from crewdash.execution import CrewJob, Started, freeze_heap, run_crew
+from crewdash.errors import SettingsError, redact
+from crewdash.execution import EXECUTOR_HEADROOM, CrewJob, Started, freeze_heap, run_crew
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ class CrewWorker:
         """CrewAI hops to the loop's default executor; Python's default of min(32, cpu + 4)
         threads would cap this actor's concurrent crews (the same pitfall as in the runner)."""
         if not self._sized:
-            executor = ThreadPoolExecutor(ACTOR_MAX_CONCURRENCY + 8, "crewdash-ray-crew")
+            executor = ThreadPoolExecutor(
+                ACTOR_MAX_CONCURRENCY + EXECUTOR_HEADROOM, "crewdash-ray-crew"
+            )
             asyncio.get_running_loop().set_default_executor(executor)
             self._sized = True
 
@@ -124,8 +126,10 @@ class CrewWorker:
         task.add_done_callback(self._crews.discard)
         try:
             waiter = asyncio.create_task(began.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
             sent: CrewSnapshot | None = None
             while not task.done():
                 crew = batch.crew(job.run_id)
@@ -154,7 +158,13 @@ def _reachable(address: str) -> None:
     for a minute and then raise an error that does not say which setting was wrong."""
     if address == "auto":
         return
-    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    if address.startswith("ray://"):
+        raise SettingsError(
+            f"RAY_ADDRESS={address}: Ray Client (ray://) cannot stream results, which crewdash "
+            "needs for live progress; use the cluster's GCS address (host:6379) from a machine "
+            "or pod on the cluster's network"
+        )
+    parts = urlsplit(address if "://" in address else f"gcs://{address}")
     try:
         host, port = parts.hostname, parts.port
     except ValueError:
@@ -162,8 +172,7 @@ def _reachable(address: str) -> None:
     if not host or not port:
         raise SettingsError(
             f"RAY_ADDRESS={address!r} is not an address: use host:port (a cluster's GCS, "
-            "e.g. 10.0.0.5:6379), ray://host:10001 (Ray Client), or leave it empty to start a "
-            "local Ray"
+            "e.g. 10.0.0.5:6379), or leave it empty to start a local Ray"
         )
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
@@ -175,6 +184,14 @@ def _reachable(address: str) -> None:
             "address is right, or set CREWDASH_RUNNER=local; crewdash does not fall back to the "
             "local backend by itself."
         ) from None
+
+
+def _ray_cause(exc: BaseException) -> str:
+    """The first line of what went wrong inside Ray, without Ray's own headers."""
+    cause = getattr(exc, "cause", None) or exc
+    lines = [ln for ln in str(cause).strip().splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("ray::", "Traceback", "  "))]
+    return (useful or lines or [type(cause).__name__])[0][:300]
 
 
 def _cluster_cpus() -> float:
@@ -221,23 +238,39 @@ class RayBackend:
             except Exception as exc:  # noqa: BLE001 - a start-up error the user must read
                 where = f"RAY_ADDRESS={settings.address}" if settings.address else "a local Ray"
                 raise SettingsError(f"could not connect to {where}: {exc}") from None
+        self._workers: list[Any] = []
+        try:
+            self._start_workers(settings)
+        except BaseException:
+            self.close()  # never leave a local Ray or half the actors behind
+            raise
+
+    def _start_workers(self, settings: RaySettings) -> None:
+        import ray
+
         actor = ray.remote(CrewWorker).options(
             max_concurrency=ACTOR_MAX_CONCURRENCY,
             num_cpus=1,
             scheduling_strategy="SPREAD",
+            max_restarts=-1,  # a worker that dies (out of memory, node lost) comes back
         )
-        self._workers: list[Any] = [actor.remote() for _ in range(settings.workers)]
+        self._workers = [actor.remote() for _ in range(settings.workers)]
         self._busy = [0] * len(self._workers)
         ready = [w.where.remote() for w in self._workers]
         done, pending = ray.wait(ready, num_returns=len(ready), timeout=WORKERS_READY_TIMEOUT_S)
         if pending:
-            self.close()
             raise SettingsError(
                 f"only {len(done)} of CREWDASH_RAY_WORKERS={settings.workers} Ray workers "
                 f"started within {WORKERS_READY_TIMEOUT_S:g} s; each needs 1 CPU "
                 f"(the cluster has {_cluster_cpus():g})"
             )
-        self.placement = ray.get(done)
+        try:
+            self.placement = ray.get(done)
+        except ray.exceptions.RayError as exc:  # e.g. the workers' Python lacks crewai
+            raise SettingsError(
+                f"the Ray workers could not start crewdash: {_ray_cause(exc)}. Their Python "
+                "needs the packages of requirements-ray.txt."
+            ) from None
         self.processes = len(self._workers)
         nodes = len({w["node"] for w in self.placement})
         self.label = f"{settings.label}, {nodes} node{'s' if nodes > 1 else ''}"
@@ -246,20 +279,21 @@ class RayBackend:
         import ray
 
         slot = min(range(len(self._workers)), key=self._busy.__getitem__)
-        self._busy[slot] += 1
-        stream = (
-            self._workers[slot]
-            .run.options(num_returns="streaming")
-            .remote(batch.batch_id, batch.snapshot().blueprint, job)
-        )
         has_started = False
+        stream = None
+        self._busy[slot] += 1
         try:
+            stream = (
+                self._workers[slot]
+                .run.options(num_returns="streaming")
+                .remote(batch.batch_id, batch.snapshot().blueprint, job)
+            )
             async for ref in stream:
                 progress: CrewSnapshot
                 ending: CrewSnapshot | None
                 progress, ending = await ref
                 batch.adopt(progress)
-                if not has_started:
+                if not has_started and progress.state is CrewState.RUNNING:
                     has_started = True
                     await started(batch.crew(job.run_id))
                 if ending is not None:  # numbered as in the real batch, not the worker's own
@@ -267,14 +301,15 @@ class RayBackend:
                     return replace(ending, index=mine.index, queued_at=mine.queued_at)
             raise RuntimeError("the Ray worker ended the crew without a result")
         except asyncio.CancelledError:
-            ray.cancel(stream)
+            if stream is not None:
+                ray.cancel(stream)
             raise
         except ray.exceptions.RayError as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            error = redact(_ray_cause(exc), [job.llm.api_key])
             return batch.ending(
                 job.run_id,
                 CrewState.FAILED,
-                error=f"the Ray worker running this crew failed: {first}",
+                error=f"the Ray worker running this crew failed: {error}",
             )
         finally:
             self._busy[slot] -= 1

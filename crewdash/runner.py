@@ -27,8 +27,9 @@ from crewdash.admission import Admission, Ticket
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState
 from crewdash.blueprints import Blueprint, load_blueprint
 from crewdash.config import DEFAULT_MAX_CONCURRENCY
-from crewdash.errors import CrewdashError, SettingsError, UnknownBatchError
+from crewdash.errors import CrewdashError, SettingsError, UnknownBatchError, describe_error
 from crewdash.execution import (
+    EXECUTOR_HEADROOM,
     Backend,
     CrewBuilder,
     CrewJob,
@@ -40,8 +41,6 @@ from crewdash.store import Store
 
 log = logging.getLogger(__name__)
 
-# Threads beyond the crew limit, for CrewAI's own hops (event-bus flushes, memory drains).
-EXECUTOR_HEADROOM = 8
 MAX_BATCHES_KEPT = 500
 
 
@@ -67,15 +66,8 @@ class ShuttingDownError(CrewdashError):
     """The runner no longer admits batches."""
 
 
-def describe_error(exc: BaseException, secrets: Sequence[str | None] = ()) -> str:
-    """One line for the user: the exception type and its first line, without a traceback, and
-    with any secret (an API key a provider echoed back) blanked out."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            message = message.replace(secret, "***")
-    return message if len(message) <= 400 else message[:399] + "…"
+def _leave(admission: Admission, ticket: Ticket, _: object) -> None:
+    admission.leave(ticket)
 
 
 class Runner:
@@ -196,38 +188,43 @@ class Runner:
         inputs: list[dict[str, str]],
         settings: RunSettings,
     ) -> None:
-        tasks = []
+        tasks: list[asyncio.Task[None]] = []
         limit = min(settings.max_concurrency, self.max_concurrency)
         # every crew takes its place in the queue now, before any later batch's crew can
         tickets = [
             self._admission.enqueue((number, index), batch.batch_id, limit)
             for index in range(len(topics))
         ]
-        crews = zip(batch.run_ids, topics, inputs, tickets, strict=True)
-        for run_id, topic, crew_inputs, ticket in crews:
-            if batch.batch_id in self._cancelled or run_id in self._cancelled:
-                self._admission.leave(ticket)
-                await self._finish(
-                    batch, batch.ending(run_id, CrewState.CANCELLED, error="cancelled")
+        try:
+            crews = zip(batch.run_ids, topics, inputs, tickets, strict=True)
+            for run_id, topic, crew_inputs, ticket in crews:
+                if batch.batch_id in self._cancelled or run_id in self._cancelled:
+                    self._admission.leave(ticket)
+                    await self._finish(
+                        batch, batch.ending(run_id, CrewState.CANCELLED, error="cancelled")
+                    )
+                    continue
+                crew_run = self._run_crew(
+                    batch, run_id, blueprint, topic, crew_inputs, settings, ticket
                 )
-                continue
-            crew_run = self._run_crew(
-                batch, run_id, blueprint, topic, crew_inputs, settings, ticket
-            )
-            tasks.append(asyncio.create_task(crew_run, name=run_id))
-            self._tasks[batch.batch_id] = tasks
-            # A crew's first step (building it, CrewAI's synchronous kickoff preparation) holds
-            # the loop for ~30 ms; yielding here starts one crew per loop iteration, so timers
-            # and I/O are served between starts instead of after all N of them.
-            await asyncio.sleep(0)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for ticket in tickets:  # crews cancelled before their first step never used theirs
-            self._admission.leave(ticket)
-        for crew in batch.snapshot().crews:  # a task cancelled before its first step never ran
-            if not crew.state.final:
-                await self._finish(batch, self._stopped(batch, crew.run_id))
-        self._tasks.pop(batch.batch_id, None)
-        self._cancelled.difference_update({batch.batch_id, *batch.run_ids})
+                task = asyncio.create_task(crew_run, name=run_id)
+                # a task cancelled before its first step never enters its slot: free it anyway
+                task.add_done_callback(partial(_leave, self._admission, ticket))
+                tasks.append(task)
+                self._tasks[batch.batch_id] = tasks
+                # A crew's first step (building it, CrewAI's synchronous kickoff preparation)
+                # holds the loop for ~30 ms; yielding here starts one crew per loop iteration, so
+                # timers and I/O are served between starts instead of after all N of them.
+                await asyncio.sleep(0)
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:  # also when close() cancels this batch midway: nothing stays queued forever
+            for ticket in tickets:
+                self._admission.leave(ticket)
+            for crew in batch.snapshot().crews:  # crews cancelled or never started
+                if not crew.state.final:
+                    await asyncio.shield(self._finish(batch, self._stopped(batch, crew.run_id)))
+            self._tasks.pop(batch.batch_id, None)
+            self._cancelled.difference_update({batch.batch_id, *batch.run_ids})
         if self.store is not None:
             await asyncio.to_thread(crewai_event_bus.flush, 10)  # late spans go in too
             await self._persist(self.store.finish_batch, batch.snapshot())
@@ -253,19 +250,20 @@ class Runner:
         return len(pending)
 
     def admission(self, batch_id: str) -> tuple[int, int]:
-        """(crews of earlier batches still queued ahead of this one, crews running now), for
-        showing a batch's place in the process-wide queue."""
+        """(crews of earlier batches still queued ahead of this one, crews running now in the
+        whole process), for showing a batch's place in the process-wide queue."""
         with self._lock:
             batches = list(self._batches.values())
+        if batch_id not in {b.batch_id for b in batches}:
+            raise UnknownBatchError(batch_id)
         ahead = running = 0
+        before = True
         for other in batches:
             crews = other.snapshot().crews
             running += sum(1 for c in crews if c.state is CrewState.RUNNING)
-            if other.batch_id == batch_id:
-                break
-            ahead += sum(1 for c in crews if c.state is CrewState.QUEUED)
-        else:
-            raise UnknownBatchError(batch_id)
+            before = before and other.batch_id != batch_id
+            if before:
+                ahead += sum(1 for c in crews if c.state is CrewState.QUEUED)
         return ahead, running
 
     def cancel_crew(self, batch_id: str, run_id: str) -> bool:
@@ -289,12 +287,13 @@ class Runner:
     def _job(
         self, run_id: str, blueprint: Blueprint, topic: str, inputs: dict[str, str], s: RunSettings
     ) -> CrewJob:
+        llm = s.llm.with_environment_key()
         if self._custom_factory is not None:
             build: CrewBuilder = partial(self._custom_factory, blueprint, topic, s)
         else:
-            demo_url = self._demo_base_url() if s.llm.is_demo and self._demo_base_url else None
-            build = blueprint_builder(blueprint, s.llm, demo_url)
-        return CrewJob(run_id, topic, build, inputs, s.llm, s.crew_timeout_s)
+            demo_url = self._demo_base_url() if llm.is_demo and self._demo_base_url else None
+            build = blueprint_builder(blueprint, llm, demo_url)
+        return CrewJob(run_id, topic, build, inputs, llm, s.crew_timeout_s)
 
     async def _run_crew(
         self,
@@ -312,13 +311,22 @@ class Runner:
 
         try:
             async with self._admission.slot(ticket):
-                job = self._job(run_id, blueprint, topic, inputs, settings)
-                ended = await self.backend.run(batch, job, started)
+                try:
+                    job = self._job(run_id, blueprint, topic, inputs, settings)
+                    ended = await self.backend.run(batch, job, started)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - e.g. a backend that lost its worker
+                    error = describe_error(exc, [settings.llm.with_environment_key().api_key])
+                    log.warning("crew %s could not run: %s", run_id, error)
+                    ended = batch.ending(run_id, CrewState.FAILED, error=error)
         except asyncio.CancelledError:
             ended = self._stopped(batch, run_id)
             await asyncio.shield(self._finish(batch, ended))
             raise
-        await self._finish(batch, ended)
+        # shielded: a cancel arriving during the store write must not turn this ending into
+        # "cancelled" (the result is already decided) nor race a second write of the crew
+        await asyncio.shield(self._finish(batch, ended))
 
     def _stopped(self, batch: Batch, run_id: str) -> CrewSnapshot:
         """The ending of a crew stopped from outside: cancelled, or interrupted by shutdown."""

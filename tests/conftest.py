@@ -16,11 +16,18 @@ silence_telemetry()
 _HISTORY = tempfile.mkdtemp(prefix="crewdash-test-")
 os.environ["DATABASE_URL"] = f"sqlite:///{_HISTORY}/history.db"
 
+from crewdash.batch import BatchSnapshot  # noqa: E402
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile  # noqa: E402
 from crewdash.runner import Runner  # noqa: E402
 from tests.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 
 LATENCY = 0.5
+
+
+def finish(runner: Runner, batch_id: str, timeout: float = 60) -> BatchSnapshot:
+    """Wait for a batch to end (failing the test if it does not) and return its snapshot."""
+    assert runner.batch(batch_id).wait(timeout), "batch did not finish"
+    return runner.snapshot(batch_id)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,11 @@ def test_earlier_batches_go_first() -> None:
     assert asyncio.run(_start_order(Admission(2), plan)) == ["a1", "a2", "a3", "b1", "b2"]
 
 
+def test_the_queue_keeps_submission_order_whatever_the_arrival_order() -> None:
+    plan = [("b1", 1, 9), ("c1", 2, 9), ("a1", 0, 9), ("b2", 1, 9), ("a2", 0, 9)]
+    assert asyncio.run(_start_order(Admission(1), plan)) == ["b1", "a1", "a2", "b2", "c1"]
+
+
 def test_a_batch_at_its_own_limit_is_passed_by_later_ones() -> None:
     plan = [("a1", 0, 1), ("a2", 0, 1), ("b1", 1, 9), ("b2", 1, 9)]
     order = asyncio.run(_start_order(Admission(3), plan))
@@ -47,9 +52,16 @@ def test_leaving_frees_the_place_or_the_slot_once() -> None:
         admission.leave(second)  # cancelled while waiting: its place goes
         admission.leave(first)  # the slot goes to the next in line, third
         admission.leave(first)  # twice is harmless: no slot is freed twice
-        return granted_first, second.granted.cancelled(), third.granted.done()
+        fourth = admission.enqueue((0, 3), "a", 9)
+        return (
+            granted_first,
+            second.granted.cancelled(),
+            third.granted.done(),
+            fourth.granted.done(),
+        )
 
-    assert asyncio.run(scenario()) == (True, True, True)
+    # the fourth waits: third holds the only slot, which a double leave would have freed twice
+    assert asyncio.run(scenario()) == (True, True, True, False)
 
 
 def test_a_crew_cancelled_while_waiting_gives_its_place_back() -> None:

@@ -15,16 +15,17 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from crewdash.batch import BatchSnapshot, CrewState
+from crewdash.batch import CrewState
 from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
 from crewdash.errors import SettingsError
 from crewdash.llm import LLMSettings
 from crewdash.ray_backend import RayBackend, RaySettings
 from crewdash.runner import Runner, RunSettings
-from crewdash.runtime import Runtime, backend_from_env
+from crewdash.runtime import Runtime, backend_from_env, warm_up
 from crewdash.store import Store
 from tests.api_server import api_server
 from tests.browser import ROOT, free_port, streamlit_app
+from tests.conftest import finish
 from tests.ray_cluster import ray_cluster
 
 
@@ -50,14 +51,10 @@ def ray_runner(
     runner = Runner(
         max_concurrency=16, demo_base_url=lambda: demo_server.base_url, store=store, backend=backend
     )
+    warm_up(runner, demo_server.base_url).result(120)  # one-off costs stay out of the timings
     yield runner
     runner.close()
     store.close()
-
-
-def finish(runner: Runner, batch_id: str, timeout: float = 60) -> BatchSnapshot:
-    assert runner.batch(batch_id).wait(timeout), "batch did not finish"
-    return runner.snapshot(batch_id)
 
 
 def test_workers_spread_over_both_nodes(ray_runner: Runner) -> None:
@@ -116,7 +113,7 @@ def test_cancelling_a_batch_stops_its_crews_on_the_workers(
     started = time.time()
     assert ray_runner.cancel(batch_id) == 6
     snap = finish(ray_runner, batch_id, timeout=5)
-    assert time.time() - started < 2
+    assert time.time() - started < 3
     assert [c.state for c in snap.crews] == [CrewState.CANCELLED] * 6
     while ray_runner.backend.running() and time.time() - started < 5:
         time.sleep(0.05)
@@ -125,7 +122,7 @@ def test_cancelling_a_batch_stops_its_crews_on_the_workers(
 
 def test_timeouts_and_admission_hold_on_ray(ray_runner: Runner, slow_model: DemoLLMServer) -> None:
     llm = LLMSettings(base_url=slow_model.base_url)
-    timed = ray_runner.submit("timing", ["slow"], RunSettings(llm=llm, crew_timeout_s=0.5))
+    timed = ray_runner.submit("timing", ["slow"], RunSettings(llm=llm, crew_timeout_s=1.5))
     capped = ray_runner.submit(
         "timing", [f"q{i}" for i in range(6)], RunSettings(max_concurrency=2)
     )
@@ -137,6 +134,28 @@ def test_timeouts_and_admission_hold_on_ray(ray_runner: Runner, slow_model: Demo
     intervals = [(c.started_at or 0, c.finished_at or 0) for c in capped_snap.crews]
     peak = max(sum(1 for s, e in intervals if s <= t < e) for t, _ in intervals)
     assert peak == 2  # never more than the batch's limit at once, on any worker
+
+
+def test_a_worker_that_dies_fails_its_crews_and_comes_back(
+    ray_runner: Runner, slow_model: DemoLLMServer
+) -> None:
+    import ray
+
+    backend = ray_runner.backend
+    assert isinstance(backend, RayBackend)
+    llm = LLMSettings(base_url=slow_model.base_url)
+    batch_id = ray_runner.submit("timing", [f"d{i}" for i in range(4)], RunSettings(llm=llm))
+    deadline = time.time() + 30
+    while ray_runner.snapshot(batch_id).count(CrewState.RUNNING) < 4 and time.time() < deadline:
+        time.sleep(0.05)
+    ray.kill(backend._workers[0], no_restart=False)  # as if its process ran out of memory
+    snap = finish(ray_runner, batch_id)
+    failed = [c for c in snap.crews if c.state is CrewState.FAILED]
+    assert len(failed) == 2 and all(c.error for c in failed)  # the two crews it held
+    assert all("Ray worker running this crew failed" in (c.error or "") for c in failed)
+    assert snap.count(CrewState.SUCCEEDED) == 2  # the other worker's crews were untouched
+    again = finish(ray_runner, ray_runner.submit("timing", [f"e{i}" for i in range(4)]))
+    assert again.count(CrewState.SUCCEEDED) == 4  # the worker restarted and takes crews again
 
 
 def test_transient_failures_are_retried_on_the_workers(ray_runner: Runner) -> None:
@@ -200,13 +219,13 @@ def test_the_cli_starts_a_local_ray_on_demand(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(CREWDASH_RUNNER="ray", CREWDASH_RAY_WORKERS="2")
     out = tmp_path / "run.json"
-    command = [sys.executable, "-m", "crewdash", "run", "--n", "4", "--latency", "0.3"]
+    command = [sys.executable, "-m", "crewdash", "run", "--n", "4", "--latency", "1.0"]
     command += ["--blueprint", "timing", "--no-history", "--json", str(out)]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(out.read_text())
     assert figures["succeeded"] == 4
-    assert figures["wall_s"] < 4 * 0.3  # concurrent on the workers
+    assert figures["wall_s"] < 3.0  # concurrent on the workers (one after another: 4 s)
 
 
 def test_an_unreachable_ray_address_is_named_at_start() -> None:
@@ -218,6 +237,8 @@ def test_an_unreachable_ray_address_is_named_at_start() -> None:
     assert "local backend" in str(caught.value)  # says it does not fall back by itself
     with pytest.raises(SettingsError, match="RAY_ADDRESS"):
         backend_from_env({"CREWDASH_RUNNER": "ray", "RAY_ADDRESS": "not an address:port"})
+    with pytest.raises(SettingsError, match="Ray Client"):  # it cannot stream progress
+        backend_from_env({"CREWDASH_RUNNER": "ray", "RAY_ADDRESS": "ray://127.0.0.1:10001"})
 
 
 def test_ray_missing_is_named_at_start(monkeypatch: pytest.MonkeyPatch) -> None:

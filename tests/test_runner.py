@@ -9,12 +9,7 @@ from crewdash.batch import BatchSnapshot, CrewState
 from crewdash.blueprints import Blueprint, load_blueprint
 from crewdash.errors import BlueprintError, SettingsError, UnknownBatchError
 from crewdash.runner import Runner, RunSettings, ShuttingDownError
-from tests.conftest import LATENCY
-
-
-def finish(runner: Runner, batch_id: str, timeout: float = 60) -> BatchSnapshot:
-    assert runner.batch(batch_id).wait(timeout), "batch did not finish"
-    return runner.snapshot(batch_id)
+from tests.conftest import LATENCY, finish
 
 
 def peak_overlap(snap: BatchSnapshot) -> int:
@@ -165,6 +160,43 @@ def test_close_interrupts_running_crews_and_admits_no_more(demo_server) -> None:
     assert all("server stopped" in (c.error or "") for c in snap.crews)
     with pytest.raises(ShuttingDownError, match="shutting down"):
         r.submit("research", ["c"])
+
+
+def test_close_ends_queued_crews_too(demo_server) -> None:  # type: ignore[no-untyped-def]
+    r = Runner(max_concurrency=1, demo_base_url=lambda: demo_server.base_url)
+    batch_id = r.submit("timing", ["runs", "waits", "waits too"])
+    time.sleep(0.2)
+    r.close()
+    assert r.batch(batch_id).wait(5)  # none left queued forever
+    assert [c.state for c in r.snapshot(batch_id).crews] == [CrewState.INTERRUPTED] * 3
+
+
+class _BrokenBackend:
+    """A backend that cannot reach its workers, to check the runner's own safety net."""
+
+    name = "broken"
+    label = "nowhere"
+    processes = 1
+
+    async def run(self, batch, job, started):  # type: ignore[no-untyped-def]
+        raise ConnectionError(f"workers unreachable (key {job.llm.api_key})")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_backend_failure_fails_the_crew_with_a_plain_message(demo_server) -> None:  # type: ignore[no-untyped-def]
+    from crewdash.llm import LLMSettings
+
+    r = Runner(demo_base_url=lambda: demo_server.base_url, backend=_BrokenBackend())
+    try:
+        llm = LLMSettings(provider="openai", model="m", api_key="sk-sentinel-1234")
+        snap = finish(r, r.submit("timing", ["a", "b"], RunSettings(llm=llm)))
+        assert r.admission(snap.batch_id) == (0, 0)  # both slots were given back
+    finally:
+        r.close()
+    assert [c.state for c in snap.crews] == [CrewState.FAILED] * 2  # failed, not "cancelled"
+    assert snap.crews[0].error == "ConnectionError: workers unreachable (key ***)"
 
 
 def test_a_users_multi_agent_crew_with_task_context_runs(demo_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
