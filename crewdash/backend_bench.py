@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from crewdash.batch import CrewState
+from crewdash.bench import Progress
 from crewdash.blueprints import load_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from crewdash.errors import SettingsError
@@ -24,7 +25,6 @@ from crewdash.runtime import warm_up
 
 MAX_N = 1000
 BACKENDS = ("local", "ray")
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
