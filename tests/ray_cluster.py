@@ -29,7 +29,8 @@ def ray_cluster() -> Iterator[str]:
 
     With token authentication, as Ray recommends: every node and every driver (this process,
     and the API and dashboard servers the tests start, which inherit its environment) share
-    the token through `RAY_AUTH_MODE` and `RAY_AUTH_TOKEN`.
+    the token through `RAY_AUTH_MODE` and `RAY_AUTH_TOKEN`. Teardown is `ray stop --force`,
+    which stops every Ray on this machine: run these tests where no other Ray matters (CI).
     """
     port = free_port()
     address = f"127.0.0.1:{port}"
