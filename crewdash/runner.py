@@ -253,18 +253,12 @@ class Runner:
         """(crews of earlier batches still queued ahead of this one, crews running now in the
         whole process), for showing a batch's place in the process-wide queue."""
         with self._lock:
-            batches = list(self._batches.values())
-        if batch_id not in {b.batch_id for b in batches}:
+            ids = list(self._batches)
+            snaps = [b.snapshot() for b in self._batches.values()]
+        if batch_id not in ids:
             raise UnknownBatchError(batch_id)
-        ahead = running = 0
-        before = True
-        for other in batches:
-            crews = other.snapshot().crews
-            running += sum(1 for c in crews if c.state is CrewState.RUNNING)
-            before = before and other.batch_id != batch_id
-            if before:
-                ahead += sum(1 for c in crews if c.state is CrewState.QUEUED)
-        return ahead, running
+        ahead = sum(s.count(CrewState.QUEUED) for s in snaps[: ids.index(batch_id)])
+        return ahead, sum(s.count(CrewState.RUNNING) for s in snaps)
 
     def cancel_crew(self, batch_id: str, run_id: str) -> bool:
         """Cancel one crew of a batch; False if it had already ended."""
