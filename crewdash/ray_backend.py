@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from crewdash.batch import Batch, CrewSnapshot, CrewState
-from crewdash.config import PROJECT_ROOT
+from crewdash.config import PROJECT_ROOT, env_int
 from crewdash.errors import SettingsError, redact
 from crewdash.execution import EXECUTOR_HEADROOM, CrewJob, Started, freeze_heap, run_crew
 
@@ -53,13 +53,10 @@ class RaySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RaySettings:
         env = os.environ if env is None else env
-        raw = env.get("CREWDASH_RAY_WORKERS", "").strip() or str(DEFAULT_WORKERS)
         try:
-            workers = int(raw)
-        except ValueError:
-            raise SettingsError(
-                f"CREWDASH_RAY_WORKERS must be a whole number, got {raw!r}"
-            ) from None
+            workers = env_int("CREWDASH_RAY_WORKERS", DEFAULT_WORKERS, env)
+        except ValueError as exc:  # names the variable already
+            raise SettingsError(str(exc)) from None
         return cls(address=env.get("RAY_ADDRESS", "").strip() or None, workers=workers)
 
     @property
