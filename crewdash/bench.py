@@ -325,6 +325,11 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
+def strategy_label(name: str) -> str:
+    """How pages and charts name a strategy (a name from an old saved run stays as it is)."""
+    return STRATEGIES[name].label if name in STRATEGIES else name
+
+
 def parse_strategies(spec: str | Sequence[str]) -> list[str]:
     """`all` or names (comma-separated or a list), checked against `STRATEGIES`."""
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState
-from crewdash.bench import STRATEGIES, BenchReport, StrategyResult
+from crewdash.bench import STRATEGIES, BenchReport, StrategyResult, strategy_label
 
 STATE_COLORS = {
     CrewState.QUEUED: "#b0b7c3",
@@ -208,9 +208,7 @@ def bench_table(report: BenchReport) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "Strategy": STRATEGIES[r.strategy].label
-                if r.strategy in STRATEGIES
-                else r.strategy,
+                "Strategy": strategy_label(r.strategy),
                 "Code": STRATEGIES[r.strategy].code if r.strategy in STRATEGIES else "",
                 "Wall (s)": r.wall_s,
                 "Speedup vs sequential": r.speedup_vs_sequential,
@@ -230,7 +228,7 @@ def bench_bar_figure(report: BenchReport, metric: str) -> go.Figure:
     values = [getattr(r, metric) or 0.0 for r in ok]
     fig = go.Figure(
         go.Bar(
-            x=[STRATEGIES[n].label if n in STRATEGIES else n for n in names],
+            x=[strategy_label(n) for n in names],
             y=values,
             marker_color=_strategy_colors(names),
             text=[f"{v:.2f}{' s' if metric == 'wall_s' else '×'}" for v in values],
@@ -287,7 +285,7 @@ def sweep_figure(reports: list[BenchReport]) -> go.Figure:
             x=xs,
             y=ys,
             mode="lines+markers",
-            name=STRATEGIES[name].label if name in STRATEGIES else name,
+            name=strategy_label(name),
             line={"width": 4 if name == "crewdash" else 2},
         )
     fig.add_scatter(

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from crewdash.bench import MAX_N, STRATEGIES, BenchReport, check_n, run_and_keep
+from crewdash.bench import MAX_N, STRATEGIES, BenchReport, check_n, run_and_keep, strategy_label
 from crewdash.charts import bench_bar_figure, bench_table, bench_timeline_figure, sweep_figure
 from crewdash.demo_llm import LatencyProfile
 from crewdash.errors import CrewdashError
@@ -113,7 +113,7 @@ def render_reports(reports: list[BenchReport], key: str = "live") -> None:
                 "Strategy",
                 measured,
                 key=f"bench.timeline.{key}",
-                format_func=lambda s: STRATEGIES[s].label if s in STRATEGIES else s,
+                format_func=strategy_label,
             )
             picked = report.result(choice)
             if picked is not None:
