@@ -3,7 +3,7 @@
 import streamlit as st
 
 from crewdash.errors import CrewdashError
-from pages.session import gate, locked, render_sidebar, runtime
+from ui.session import gate, locked, render_sidebar, runtime
 
 st.set_page_config(page_title="crewdash", page_icon=":material/hub:", layout="wide")
 

@@ -11,8 +11,10 @@ from crewdash.charts import bench_bar_figure, bench_table, bench_timeline_figure
 from crewdash.demo_llm import LatencyProfile
 from crewdash.errors import CrewdashError
 from crewdash.llm import LLMSettings
-from pages.job_view import render_live_job
-from pages.session import runtime
+from ui.job_view import render_live_job
+from ui.session import require_login, runtime
+
+require_login()
 
 PROFILES = {
     "fixed": "Fixed latency",

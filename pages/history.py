@@ -11,8 +11,10 @@ from crewdash.batch import BatchSnapshot, CrewState
 from crewdash.charts import latency_figure
 from crewdash.errors import CrewdashError, UnknownBatchError
 from crewdash.store import BatchSummary
-from pages.batch_view import REFRESH_SECONDS, render_batch, render_downloads, render_headline
-from pages.session import run_settings, runtime
+from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads, render_headline
+from ui.session import require_login, run_settings, runtime
+
+require_login()
 
 STATES = ["all", "running", "succeeded", "failed", "interrupted"]
 RERUN_STATES = {CrewState.FAILED, CrewState.CANCELLED, CrewState.INTERRUPTED}

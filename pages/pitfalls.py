@@ -6,8 +6,10 @@ import streamlit as st
 
 from crewdash.errors import CrewdashError
 from crewdash.pitfalls import DEMOS, TITLES, PitfallResult, run_pitfalls
-from pages.job_view import render_live_job
-from pages.session import runtime
+from ui.job_view import render_live_job
+from ui.session import require_login, runtime
+
+require_login()
 
 rt = runtime()
 st.title("Pitfalls that silently serialize crews")

@@ -9,8 +9,10 @@ from crewdash.blueprints import Blueprint, load_blueprint, missing_tool_keys
 from crewdash.charts import crew_label
 from crewdash.errors import BlueprintError, CrewdashError, UnknownBatchError
 from crewdash.topics import parse_topics
-from pages.batch_view import REFRESH_SECONDS, render_batch, render_downloads
-from pages.session import run_settings, runtime, state
+from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads
+from ui.session import require_login, run_settings, runtime, state
+
+require_login()
 
 st.title("Run crews concurrently")
 st.write(

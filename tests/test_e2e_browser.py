@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from crewdash.batch import Batch
+from crewdash.store import Store
 from tests.browser import streamlit_app
 
 pytestmark = pytest.mark.browser
@@ -168,6 +170,52 @@ def test_optional_shared_password(browser: Browser, tmp_path: Path) -> None:
         page.get_by_role("textbox", name="Password").fill("open sesame")
         page.get_by_role("button", name="Enter").click()
         expect(page.get_by_role("heading", name="Run crews concurrently")).to_be_visible()
+        page.close()
+
+
+# Every URL a user could type on a freshly started server: the pages, the entry script's name,
+# and the names of modules that once sat in `pages/` and were served as pages.
+DIRECT_URLS = ["/", "/run", "/history", "/bench", "/pitfalls", "/app", "/session", "/batch_view"]
+SECRET_TOPIC = "quarterly merger plans of Initech"
+
+
+@pytest.mark.parametrize("path", DIRECT_URLS)
+def test_every_url_asks_for_the_password_on_a_fresh_server(
+    browser: Browser, tmp_path: Path, path: str
+) -> None:
+    """Streamlit's folder-based page discovery served `/history` before `app.py` had run once."""
+    store = Store(f"sqlite:///{tmp_path / 'history.db'}")
+    batch = Batch("0123456789ab", "research", [SECRET_TOPIC], model_label="demo", max_concurrency=1)
+    store.create_batch(batch.snapshot())
+    store.close()
+    with streamlit_app(tmp_path / "server.log", {"CREWDASH_PASSWORD": "pw123"}) as url:
+        page = browser.new_page()
+        page.goto(url + path)  # the first request this server sees
+        page.wait_for_selector("[data-testid='stApp']")
+        expect(page.get_by_role("button", name="Enter")).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(1000)  # give any page that slipped through time to render
+        text = page.inner_text("body")
+        assert SECRET_TOPIC not in text
+        for leaked in ("History", "Run crews concurrently", "Benchmark", "session", "batch view"):
+            assert leaked not in text, f"{leaked!r} shown before login at {path}"
+        assert page.locator("[data-testid='stSidebarNav']").count() == 0
+        if path not in ("/history", "/session", "/"):
+            page.close()
+            return
+        dialog = page.get_by_role("dialog")  # Streamlit's "page not found" for a helper's name
+        if dialog.count():
+            page.keyboard.press("Escape")
+            expect(dialog).to_have_count(0)
+        page.get_by_role("textbox", name="Password").fill("pw123")
+        page.get_by_role("button", name="Enter").click()
+        expect(page.get_by_role("heading").first).to_be_visible(timeout=30_000)
+        nav = page.locator("[data-testid='stSidebarNav']")
+        expect(nav).to_be_visible(timeout=30_000)
+        # each link's text is its icon's name, then its title
+        links = sorted(t.split()[-1] for t in nav.locator("a").all_inner_texts())
+        assert links == ["Benchmark", "History", "Pitfalls", "Run"]  # no helper is a page
+        if path == "/history":
+            expect(page.get_by_role("heading", name="History")).to_be_visible(timeout=30_000)
         page.close()
 
 

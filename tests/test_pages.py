@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pages.session import runtime
+from ui.session import runtime
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 # Calling the cached runtime from the test thread is "bare mode" for Streamlit; that is expected.
@@ -85,7 +87,7 @@ def test_a_batch_runs_and_its_results_render() -> None:
     assert runtime().runner.batch(batch_id).wait(30)
     at.run()
     assert not at.exception
-    assert len(at.expander) == 3
+    assert len(at.main.expander) == 3
     text = markdown_text(at)
     assert "alpha topic" in text and "beta topic" in text
     assert "3** succeeded" in text
@@ -247,3 +249,18 @@ def test_bring_your_own_crew_placeholders_become_inputs(
     assert runtime().runner.batch(batch_id).wait(30)
     results = [c.result for c in runtime().runner.snapshot(batch_id).crews]
     assert results == ["edge AI for CTOs", "RAG for CTOs"]
+
+
+def test_pages_folder_holds_only_gated_pages() -> None:
+    """Streamlit serves every module in `pages/`: each one is a page of the navigation and checks
+    the login before it draws anything (helpers live in `ui/`)."""
+    root = Path(APP).parent
+    declared = set(re.findall(r'"(pages/\w+\.py)"', (root / "app.py").read_text()))
+    present = {f"pages/{p.name}" for p in (root / "pages").iterdir() if p.name != "__pycache__"}
+    assert present == declared
+    for name in present:
+        tree = ast.parse((root / name).read_text())
+        first_statement = next(
+            node for node in tree.body[1:] if not isinstance(node, ast.Import | ast.ImportFrom)
+        )
+        assert ast.unparse(first_statement) == "require_login()", name

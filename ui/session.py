@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hmac
 import os
+import runpy
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from crewdash.blueprints import list_blueprints
 from crewdash.config import DEFAULT_BLUEPRINT
@@ -28,6 +31,7 @@ from crewdash.llm import (
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime
 
+ENTRY_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
 PROFILE_LABELS = {
     "fixed": "Fixed latency",
     "hosted": "Hosted-API-like (1–3 s, long tail)",
@@ -102,6 +106,23 @@ def gate() -> None:
             st.rerun()
         st.error("Wrong password.", icon=":material/lock:")
     st.stop()
+
+
+def require_login() -> None:
+    """The first line of every page: no page shows anything before the login.
+
+    With a `pages/` folder beside the entry script, Streamlit serves `/<page>` through its
+    folder-based page discovery until `st.navigation` has run once in the process (on a freshly
+    started server; in `AppTest`, on every run), so `app.py`, its gate and its navigation are
+    skipped. Such a run executes `app.py` in its place (its `st.navigation` ends that mode and
+    runs this page again, gated) and stops; a widget event of the run is kept, as a rerun would
+    lose it. Any other run of a locked session stops at the login form.
+    """
+    if PagesManager.uses_pages_directory:
+        runpy.run_path(str(ENTRY_SCRIPT))
+        st.stop()
+    if locked():
+        gate()  # shows the login form and stops
 
 
 def llm_settings() -> LLMSettings:

@@ -1,0 +1,1 @@
+"""The dashboard's Streamlit helpers (session, shared views); never served as pages."""
