@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot
-from crewdash.blueprints import load_blueprint
+from crewdash.blueprints import builtin_blueprint
 from crewdash.config import (
     DEFAULT_MAX_CONCURRENCY,
     env_float,
@@ -85,7 +85,7 @@ def warm_up(runner: Runner, demo_url: str) -> Future[None]:
     batch, so nothing shows up in any page.
     """
     backend = runner.backend
-    builder = blueprint_builder(load_blueprint("timing"), LLMSettings(), demo_url)
+    builder = blueprint_builder(builtin_blueprint("timing"), LLMSettings(), demo_url)
 
     async def warm_one(n: int) -> None:
         batch = Batch("warm-up", "timing", ["warm-up"], model_label="", max_concurrency=1)

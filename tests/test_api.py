@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 import time
@@ -142,6 +144,18 @@ def test_exports(api: httpx.Client, fmt: str, mime: str, marker: str) -> None:
     assert response.headers["content-type"].startswith(mime)
     assert marker in response.text and "e1" in response.text
     assert f"crewdash-{batch_id}.{fmt}" in response.headers["content-disposition"]
+
+
+def test_csv_export_gives_a_spreadsheet_no_formula(api: httpx.Client) -> None:
+    formula = '=HYPERLINK("http://evil.example","x")'
+    batch_id = api.post("/batches", json={"topics": [formula], "blueprint": "timing"}).json()[
+        "batch_id"
+    ]
+    wait_done(api, batch_id)
+    text = api.get(f"/batches/{batch_id}/export", params={"format": "csv"}).text
+    (row,) = csv.DictReader(io.StringIO(text, newline=""))
+    assert row["topic"] == "'" + formula
+    assert row["result"] == "'" + formula + " done"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,25 @@ def test_module_entry_point_help() -> None:
         check=True,
     )
     assert "run" in result.stdout and "demo-llm" in result.stdout
+
+
+def test_run_with_a_users_crews_folder_still_has_the_built_ins(tmp_path: Path) -> None:
+    config = tmp_path / "mine" / "config"
+    config.mkdir(parents=True)
+    (config / "agents.yaml").write_text("a:\n  role: R\n  goal: G {topic}\n  backstory: B\n")
+    (config / "tasks.yaml").write_text(
+        't:\n  description: "Reply with exactly: {topic} mine"\n  expected_output: E\n  agent: a\n'
+    )
+    env = {**os.environ, "CREWDASH_CREWS_DIR": str(tmp_path)}
+    for blueprint in ("timing", "mine"):
+        command = ["run", "x", "--blueprint", blueprint, "--latency", "0", "--no-history"]
+        result = subprocess.run(
+            [sys.executable, "-m", "crewdash", *command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "1/1 succeeded" in result.stdout
