@@ -9,6 +9,10 @@ from crewdash.config import silence_telemetry
 silence_telemetry()  # before crewai is imported by anything below
 locks.install()
 
+from crewdash import run_context
+
+run_context.install()  # the run's model and output folder per crew (imports paid at start)
+
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState, Span, TokenUsage
 from crewdash.blueprints import Blueprint, list_blueprints, load_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -60,11 +60,11 @@ class TokenUsage:
 
 @dataclass(frozen=True)
 class Span:
-    """One LLM call or tool use of one crew, on the wall clock (epoch seconds)."""
+    """One LLM call, tool use, task or Flow step of one crew, on the wall clock (epoch seconds)."""
 
     key: str
-    kind: str = "llm"  # "llm" or "tool"
-    name: str = ""  # the model, or the tool's name
+    kind: str = "llm"  # "llm", "tool", "retry", "task" or "step"
+    name: str = ""  # the model, the tool's, task's or step's name
     started_at: float | None = None
     finished_at: float | None = None
     tokens: TokenUsage = field(default_factory=TokenUsage)
@@ -75,6 +75,22 @@ class Span:
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One finished task of a crew run (of the crew itself, or of a crew a Flow step ran)."""
+
+    key: str  # the task's id: one entry per task even when events arrive twice
+    name: str
+    output: str
+    agent: str = ""
+
+
+def merge_tasks(first: Sequence[TaskResult], more: Sequence[TaskResult]) -> tuple[TaskResult, ...]:
+    """`first`, then the tasks of `more` it does not have yet, in order."""
+    seen = {t.key for t in first}
+    return (*first, *(t for t in more if t.key not in seen))
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,9 @@ class CrewSnapshot:
     spans: tuple[Span, ...] = ()
     tokens: TokenUsage = field(default_factory=TokenUsage)
     agent_ids: tuple[str, ...] = ()
+    inputs: Mapping[str, str] = field(default_factory=dict)  # this crew's kickoff inputs
+    tasks: tuple[TaskResult, ...] = ()  # every finished task's output, in order
+    files: tuple[str, ...] = ()  # files its tasks wrote, relative to its own folder
 
     @property
     def duration(self) -> float | None:
@@ -111,6 +130,7 @@ class BatchSnapshot:
     max_concurrency: int
     notes: tuple[str, ...] = ()
     model: str = ""  # the model's name, for pricing
+    kind: str = "yaml"  # the blueprint's kind: yaml, crew, json_crew, flow or flow_yaml
 
     def crew_cost(self, crew: CrewSnapshot) -> float | None:
         """US dollars for one crew at today's prices; None if the model has no price."""
@@ -176,18 +196,26 @@ class Batch:
         notes: Sequence[str] = (),
         run_ids: Sequence[str] | None = None,
         model: str = "",
+        inputs: Sequence[Mapping[str, str]] | None = None,
+        kind: str = "yaml",
     ) -> None:
         now = time.time()
         ids = run_ids or [f"{batch_id}-{i}" for i in range(len(topics))]
+        crew_inputs = list(inputs) if inputs is not None else [{} for _ in topics]
         self._lock = threading.Lock()
         self._version = 0
         self._cached: BatchSnapshot | None = None
         self._done = threading.Event()
         self._crews: dict[str, CrewSnapshot] = {
             run_id: CrewSnapshot(
-                run_id=run_id, index=i, topic=t, state=CrewState.QUEUED, queued_at=now
+                run_id=run_id,
+                index=i,
+                topic=t,
+                state=CrewState.QUEUED,
+                queued_at=now,
+                inputs=dict(values),
             )
-            for i, (run_id, t) in enumerate(zip(ids, topics, strict=True))
+            for i, (run_id, t, values) in enumerate(zip(ids, topics, crew_inputs, strict=True))
         }
         self._spans: dict[str, dict[str, Span]] = {run_id: {} for run_id in ids}
         self._head = BatchSnapshot(
@@ -199,6 +227,7 @@ class Batch:
             max_concurrency=max_concurrency,
             notes=tuple(notes),
             model=model,
+            kind=kind,
         )
 
     @property
@@ -238,8 +267,11 @@ class Batch:
         result: str | None = None,
         error: str | None = None,
         tokens: TokenUsage | None = None,
+        tasks: Sequence[TaskResult] | None = None,
+        files: Sequence[str] = (),
     ) -> CrewSnapshot:
-        """The crew as it would be if it ended now, not yet applied: callers persist it first."""
+        """The crew as it would be if it ended now, not yet applied: callers persist it first.
+        Tasks given here come first; tasks recorded from events are kept after them."""
         with self._lock:
             crew = self._crews[run_id]
         now = time.time()
@@ -252,6 +284,8 @@ class Batch:
             error=error,
             step="done" if state is CrewState.SUCCEEDED else state.value,
             tokens=tokens or crew.tokens,
+            tasks=merge_tasks(tasks or (), crew.tasks),
+            files=tuple(files),
         )
 
     def end(self, ended: CrewSnapshot) -> bool:
@@ -260,7 +294,9 @@ class Batch:
             crew = self._crews[ended.run_id]
             if crew.state.final:
                 return False
-            self._crews[ended.run_id] = replace(ended, spans=crew.spans)
+            self._crews[ended.run_id] = replace(
+                ended, spans=crew.spans, tasks=merge_tasks(ended.tasks, crew.tasks)
+            )
             self._version += 1
             if all(c.state.final for c in self._crews.values()):
                 self._done.set()
@@ -287,6 +323,7 @@ class Batch:
                 spans=remote.spans,
                 tokens=remote.tokens,
                 agent_ids=remote.agent_ids,
+                tasks=remote.tasks,
             )
             self._version += 1
 
@@ -298,6 +335,15 @@ class Batch:
 
     def note_step(self, run_id: str, step: str) -> None:
         self._update(run_id, step=step)
+
+    def record_task(self, run_id: str, task: TaskResult) -> None:
+        """Keep one finished task's output (also after the crew ended: events come late)."""
+        with self._lock:
+            crew = self._crews[run_id]
+            if any(t.key == task.key for t in crew.tasks):
+                return
+            self._crews[run_id] = replace(crew, tasks=(*crew.tasks, task))
+            self._version += 1
 
     def record_span(self, run_id: str, key: str, change: Callable[[Span], Span]) -> None:
         """Apply `change` to one span; events may arrive out of order, so fields merge.

@@ -68,6 +68,13 @@ def env_float(
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def outputs_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the files that crews' tasks write go (`<this>/<batch_id>/<run_id>/`):
+    `CREWDASH_OUTPUTS_DIR`, else `data/outputs` in the project. Read at each call."""
+    raw = (os.environ if env is None else env).get("CREWDASH_OUTPUTS_DIR", "").strip()
+    return Path(raw).expanduser() if raw else PROJECT_ROOT / "data" / "outputs"
+
+
 def crews_path(env: Mapping[str, str] | None = None) -> list[Path]:
     """Where blueprints are looked up: the built-in `crews/`, then each folder of
     `CREWDASH_CREWS_DIR` (separated by `os.pathsep`), each folder once. Read at each call."""

@@ -37,6 +37,9 @@ _REPLY_EXACTLY = re.compile(r"Reply with exactly:\s*(.+)")
 _TOPIC_LINE = re.compile(r"^Topic:\s*(.+)$", re.MULTILINE)
 # A prompt containing this marker gets that HTTP error: a deterministic failing input for demos.
 FAIL_MARKER = re.compile(r"\[demo:fail-([45]\d\d)\]")
+# A prompt containing this marker, sent with that tool offered, gets a call of the tool first
+# (once per conversation): a deterministic way to exercise a crew's custom tools.
+TOOL_MARKER = re.compile(r"\[demo:tool=([A-Za-z0-9_\-]+)\]")
 
 _BULLETS = (
     "{t} is drawing steady attention, with teams reporting faster iteration after adopting it.",
@@ -174,9 +177,46 @@ def _message_text(message: dict[str, Any]) -> str:
     return ""
 
 
-def compose_answer(messages: list[dict[str, Any]]) -> str:
-    """The deterministic answer to a conversation: an echo, three bullets, or a short note."""
+def compose_tool_call(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+) -> dict[str, Any] | None:
+    """The tool call the demo model makes, if any: the tool a `[demo:tool=name]` marker in the
+    prompt names, when that tool is offered and no tool has answered in this conversation yet.
+    Its string arguments get the prompt's topic (or a short gist of the prompt)."""
+    if not tools or any(m.get("role") == "tool" for m in messages):
+        return None
     prompt = "\n".join(_message_text(m) for m in messages)
+    marker = TOOL_MARKER.search(prompt)
+    if marker is None:
+        return None
+    wanted = marker.group(1)
+    for tool in tools:
+        function = tool.get("function") or {}
+        if function.get("name") != wanted:
+            continue
+        topic = _TOPIC_LINE.search(prompt)
+        text = topic.group(1).strip() if topic else " ".join(prompt.split())[:200]
+        params = function.get("parameters") or {}
+        arguments = {
+            name: text
+            for name, spec in (params.get("properties") or {}).items()
+            if isinstance(spec, dict) and spec.get("type", "string") == "string"
+        }
+        return {
+            "id": f"call_{uuid.uuid4().hex[:12]}",
+            "type": "function",
+            "function": {"name": wanted, "arguments": json.dumps(arguments)},
+        }
+    return None
+
+
+def compose_answer(messages: list[dict[str, Any]]) -> str:
+    """The deterministic answer to a conversation: an echo, three bullets, or a short note
+    (after a tool call, the note starts with what the tool answered)."""
+    prompt = "\n".join(_message_text(m) for m in messages)
+    if messages and messages[-1].get("role") == "tool":
+        said = " ".join(_message_text(messages[-1]).split())[:200]
+        return f"The tool answered: {said}"
     if match := _REPLY_EXACTLY.search(prompt):
         return match.group(1).strip()
     if match := _TOPIC_LINE.search(prompt):
@@ -198,6 +238,7 @@ class ChatRequest(BaseModel):
     messages: list[dict[str, Any]] = Field(min_length=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
 
 
 class ServerStats:
@@ -271,7 +312,8 @@ def create_app(
                 f"simulated failure {status} (demo marker in the prompt)",
                 "server_error" if status >= 500 else "invalid_request_error",
             )
-        answer = compose_answer(body.messages)
+        tool_call = compose_tool_call(body.messages, body.tools)
+        answer = "" if tool_call else compose_answer(body.messages)
         usage = {
             "prompt_tokens": count_tokens(prompt),
             "completion_tokens": count_tokens(answer),
@@ -308,7 +350,7 @@ def create_app(
             )
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        if body.stream:
+        if body.stream and tool_call is None:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             chunks = _stream(completion_id, created, body.model, answer, usage, include_usage)
             return StreamingResponse(
@@ -328,8 +370,10 @@ def create_app(
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": answer},
-                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": answer}
+                        if tool_call is None
+                        else {"role": "assistant", "content": None, "tool_calls": [tool_call]},
+                        "finish_reason": "stop" if tool_call is None else "tool_calls",
                     }
                 ],
                 "usage": usage,

@@ -19,6 +19,11 @@ from crewai.events import (
     LLMCallCompletedEvent,
     LLMCallFailedEvent,
     LLMCallStartedEvent,
+    MethodExecutionFailedEvent,
+    MethodExecutionFinishedEvent,
+    MethodExecutionStartedEvent,
+    TaskCompletedEvent,
+    TaskFailedEvent,
     TaskStartedEvent,
     ToolUsageErrorEvent,
     ToolUsageFinishedEvent,
@@ -26,7 +31,7 @@ from crewai.events import (
 )
 from crewai.events.event_bus import CrewAIEventsBus
 
-from crewdash.batch import Batch, TokenUsage
+from crewdash.batch import Batch, TaskResult, TokenUsage
 
 RunRef = tuple[Batch, str]
 current_run: contextvars.ContextVar[RunRef | None] = contextvars.ContextVar(
@@ -41,6 +46,12 @@ def _ts(when: datetime) -> float:
 def _short(text: str | None, limit: int = 60) -> str:
     flat = " ".join((text or "").split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _task_name(event: Any) -> str:
+    task = getattr(event, "task", None)
+    name = getattr(task, "name", None) or getattr(event, "task_name", None) or "task"
+    return " ".join(str(name).split())
 
 
 class RunEventRouter(BaseEventListener):
@@ -121,7 +132,86 @@ class RunEventRouter(BaseEventListener):
         @crewai_event_bus.on(TaskStartedEvent)
         def _task_started(_: Any, event: TaskStartedEvent) -> None:
             if ref := self.resolve(event):
-                ref[0].note_step(ref[1], f"task: {_short(event.task_name)}")
+                batch, run_id = ref
+                at = _ts(event.timestamp)
+                name = _task_name(event)
+                batch.record_span(
+                    run_id,
+                    f"task:{event.task_id}",
+                    lambda s: replace(s, kind="task", name=name, started_at=at),
+                )
+                batch.note_step(run_id, f"task: {_short(name)}")
+
+        @crewai_event_bus.on(TaskCompletedEvent)
+        def _task_completed(_: Any, event: TaskCompletedEvent) -> None:
+            if ref := self.resolve(event):
+                batch, run_id = ref
+                at = _ts(event.timestamp)
+                name = _task_name(event)
+                batch.record_span(
+                    run_id,
+                    f"task:{event.task_id}",
+                    lambda s: replace(s, kind="task", name=s.name or name, finished_at=at),
+                )
+                batch.record_task(
+                    run_id,
+                    TaskResult(
+                        key=str(event.task_id),
+                        name=name,
+                        output=event.output.raw,
+                        agent=" ".join(str(event.output.agent or "").split()),
+                    ),
+                )
+
+        @crewai_event_bus.on(TaskFailedEvent)
+        def _task_failed(_: Any, event: TaskFailedEvent) -> None:
+            if ref := self.resolve(event):
+                at = _ts(event.timestamp)
+                name = _task_name(event)
+                ref[0].record_span(
+                    ref[1],
+                    f"task:{event.task_id}",
+                    lambda s: replace(
+                        s,
+                        kind="task",
+                        name=s.name or name,
+                        finished_at=at,
+                        error=_short(event.error, 300),
+                    ),
+                )
+
+        @crewai_event_bus.on(MethodExecutionStartedEvent)
+        def _step_started(_: Any, event: MethodExecutionStartedEvent) -> None:
+            if ref := self.resolve(event):
+                batch, run_id = ref
+                at = _ts(event.timestamp)
+                batch.record_span(
+                    run_id,
+                    f"step:{event.event_id}",
+                    lambda s: replace(s, kind="step", name=event.method_name, started_at=at),
+                )
+                batch.note_step(run_id, f"step: {_short(event.method_name)}")
+
+        def _step_ended(
+            event: MethodExecutionFinishedEvent | MethodExecutionFailedEvent, error: str | None
+        ) -> None:
+            if (ref := self.resolve(event)) and event.started_event_id:
+                at = _ts(event.timestamp)
+                ref[0].record_span(
+                    ref[1],
+                    f"step:{event.started_event_id}",
+                    lambda s: replace(
+                        s, kind="step", name=event.method_name, finished_at=at, error=error
+                    ),
+                )
+
+        @crewai_event_bus.on(MethodExecutionFinishedEvent)
+        def _step_finished(_: Any, event: MethodExecutionFinishedEvent) -> None:
+            _step_ended(event, None)
+
+        @crewai_event_bus.on(MethodExecutionFailedEvent)
+        def _step_failed(_: Any, event: MethodExecutionFailedEvent) -> None:
+            _step_ended(event, _short(str(event.error), 300))
 
         @crewai_event_bus.on(AgentExecutionStartedEvent)
         def _agent_started(_: Any, event: AgentExecutionStartedEvent) -> None:

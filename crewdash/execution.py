@@ -8,36 +8,39 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
-from crewai import Crew
+from crewai import Crew, Flow
 from crewai.crews.crew_output import CrewOutput
+from crewai.events.listeners.tracing.utils import _tui_mode
+from pydantic import BaseModel
 
-from crewdash.batch import Batch, CrewSnapshot, CrewState, TokenUsage
-from crewdash.blueprints import Blueprint
+from crewdash.batch import Batch, CrewSnapshot, CrewState, TaskResult, TokenUsage
+from crewdash.blueprints import BaseBlueprint
 from crewdash.events import current_run, event_router
-from crewdash.llm import LLMSettings, build_llm, plain_error
+from crewdash.llm import LLMSettings, plain_error
+from crewdash.run_context import LLMFactory, install, list_files, output_dir, run_llm
 
 log = logging.getLogger(__name__)
 
-CrewBuilder = Callable[[], Crew]
+# A fresh crew, or a fresh Flow (whose steps may run crews of their own), for one topic.
+CrewBuilder = Callable[[], Crew | Flow[Any]]
 # Threads beyond the crew limit in a crew-running loop's default executor, for CrewAI's own
 # hops (event-bus flushes, memory drains).
 EXECUTOR_HEADROOM = 8
 Started = Callable[[CrewSnapshot], Awaitable[None]]
 
 
-def blueprint_builder(blueprint: Blueprint, llm: LLMSettings, demo_url: str | None) -> CrewBuilder:
+def blueprint_builder(
+    blueprint: BaseBlueprint, llm: LLMSettings, demo_url: str | None
+) -> CrewBuilder:
     """A picklable recipe for a fresh crew (Ray ships it to the worker that runs the crew)."""
-    return partial(_build, blueprint, llm, demo_url)
-
-
-def _build(blueprint: Blueprint, llm: LLMSettings, demo_url: str | None) -> Crew:
-    return blueprint.build(build_llm(llm, demo_url))
+    return blueprint.recipe(llm, demo_url)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,37 @@ class CrewJob:
     inputs: Mapping[str, str]
     llm: LLMSettings
     timeout_s: float | None
+    # The run's model for agents that do not pin one (also in crews a Flow step creates).
+    default_llm: LLMFactory | None = None
+    # This crew's own folder for the files its tasks write.
+    output_dir: str | None = None
+
+
+def _tasks(crew: Crew) -> tuple[TaskResult, ...]:
+    """Every task of a finished crew that produced an output, in the crew's order."""
+    return tuple(
+        TaskResult(
+            key=str(task.id),
+            name=task.name or task.output.name or "",
+            output=task.output.raw,
+            agent=" ".join(str(task.output.agent or "").split()),
+        )
+        for task in crew.tasks
+        if task.output is not None
+    )
+
+
+def flow_result_text(output: Any, flow: Flow[Any]) -> str:
+    """A Flow's answer as text: its last step's output, or its state when that is empty."""
+    if isinstance(output, CrewOutput):
+        return output.raw
+    if isinstance(output, BaseModel):
+        return output.model_dump_json(indent=2)
+    if output is None or output == "":
+        state = flow.state
+        raw = state.model_dump() if isinstance(state, BaseModel) else dict(state)
+        return json.dumps(raw, indent=2, default=str)
+    return output if isinstance(output, str) else json.dumps(output, indent=2, default=str)
 
 
 async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -> CrewSnapshot:
@@ -58,24 +92,45 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
 
     A failing crew becomes a `failed` ending; cancellation propagates to the caller.
     """
+    install()
     router = event_router()
     agent_ids: list[str] = []
+    folder = Path(job.output_dir) if job.output_dir else None
     token = current_run.set((batch, job.run_id))
+    llm_token = run_llm.set(job.default_llm)
+    folder_token = output_dir.set(folder)
+    # CrewAI prints a panel per Flow step on stdout unless a TUI owns the screen; crews here
+    # are not on a terminal (their progress is in the batch), so this context says so.
+    quiet_token = _tui_mode.set(True)
     try:
-        crew = job.build()
-        agent_ids = [str(agent.id) for agent in crew.agents]
-        router.track_agents((batch, job.run_id), agent_ids)
+        target = job.build()
+        if isinstance(target, Crew):
+            agent_ids = [str(agent.id) for agent in target.agents]
+            router.track_agents((batch, job.run_id), agent_ids)
         batch.mark_running(job.run_id, agent_ids)
         if started is not None:
             await started(batch.crew(job.run_id))
         try:
             async with asyncio.timeout(job.timeout_s) as limit:
-                output = await crew.akickoff(inputs=dict(job.inputs))
+                if isinstance(target, Crew):
+                    output: Any = await target.akickoff(inputs=dict(job.inputs))
+                else:
+                    output = await target.kickoff_async(inputs=dict(job.inputs))
         except TimeoutError:
             if not limit.expired():
                 raise  # a timeout inside the crew (a provider's): a failure, not ours
             return batch.ending(  # the crew is cancelled; its spans so far are kept
-                job.run_id, CrewState.TIMED_OUT, error=f"timed out after {job.timeout_s:g} s"
+                job.run_id,
+                CrewState.TIMED_OUT,
+                error=f"timed out after {job.timeout_s:g} s",
+                files=list_files(folder),
+            )
+        if isinstance(target, Flow):
+            return batch.ending(
+                job.run_id,
+                CrewState.SUCCEEDED,
+                result=flow_result_text(output, target),
+                files=list_files(folder),
             )
         if not isinstance(output, CrewOutput):
             raise TypeError(f"crew returned {type(output).__name__}")
@@ -85,15 +140,20 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
             CrewState.SUCCEEDED,
             result=output.raw,
             tokens=TokenUsage.from_mapping(usage),
+            tasks=_tasks(target),
+            files=list_files(folder),
         )
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - one crew's failure never touches another
         error = plain_error(exc, job.llm)
         log.info("crew %s failed: %s", job.run_id, error)
-        return batch.ending(job.run_id, CrewState.FAILED, error=error)
+        return batch.ending(job.run_id, CrewState.FAILED, error=error, files=list_files(folder))
     finally:
         router.forget_agents(agent_ids)
+        _tui_mode.reset(quiet_token)
+        output_dir.reset(folder_token)
+        run_llm.reset(llm_token)
         current_run.reset(token)
 
 

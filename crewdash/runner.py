@@ -25,8 +25,8 @@ from crewai.events import crewai_event_bus
 
 from crewdash.admission import Admission, Ticket
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState
-from crewdash.blueprints import Blueprint, load_blueprint
-from crewdash.config import DEFAULT_MAX_CONCURRENCY
+from crewdash.blueprints import BaseBlueprint, load_blueprint
+from crewdash.config import DEFAULT_MAX_CONCURRENCY, outputs_dir
 from crewdash.errors import CrewdashError, SettingsError, UnknownBatchError, describe_error
 from crewdash.execution import (
     EXECUTOR_HEADROOM,
@@ -36,7 +36,7 @@ from crewdash.execution import (
     LocalBackend,
     blueprint_builder,
 )
-from crewdash.llm import LLMSettings
+from crewdash.llm import LLMSettings, build_llm
 from crewdash.store import Store
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class RunSettings:
             raise SettingsError("the per-crew timeout must be between 0 and 86400 seconds")
 
 
-CrewFactory = Callable[[Blueprint, str, RunSettings], Crew]
+CrewFactory = Callable[[BaseBlueprint, str, RunSettings], Crew]
 
 
 class ShuttingDownError(CrewdashError):
@@ -79,7 +79,7 @@ class Runner:
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         demo_base_url: Callable[[], str] | None = None,
-        load: Callable[[str], Blueprint] = load_blueprint,
+        load: Callable[[str], BaseBlueprint] = load_blueprint,
         store: Store | None = None,
         backend: Backend | None = None,
     ) -> None:
@@ -115,7 +115,7 @@ class Runner:
 
     def submit(
         self,
-        blueprint: str | Blueprint,
+        blueprint: str | BaseBlueprint,
         topics: Sequence[str],
         settings: RunSettings | None = None,
         *,
@@ -127,6 +127,8 @@ class Runner:
         """Start one crew per topic and return the batch id at once.
 
         The blueprint and every crew's inputs are checked first, so a bad blueprint starts nothing.
+        `inputs` fill the blueprint's other inputs (the same for every crew); `fan_out` names the
+        input each topic fills (by default `topic`, else the blueprint's only input).
         """
         settings = settings or RunSettings()
         if not topics:
@@ -144,6 +146,8 @@ class Runner:
             max_concurrency=min(settings.max_concurrency, self.max_concurrency),
             notes=notes,
             model=settings.llm.model,
+            inputs=crew_inputs,
+            kind=bp.kind,
         )
         if self.store is not None:
             self.store.create_batch(batch.snapshot(), source)  # before any crew can finish
@@ -183,7 +187,7 @@ class Runner:
         self,
         batch: Batch,
         number: int,
-        blueprint: Blueprint,
+        blueprint: BaseBlueprint,
         topics: list[str],
         inputs: list[dict[str, str]],
         settings: RunSettings,
@@ -279,21 +283,36 @@ class Runner:
         return True
 
     def _job(
-        self, run_id: str, blueprint: Blueprint, topic: str, inputs: dict[str, str], s: RunSettings
+        self,
+        batch_id: str,
+        run_id: str,
+        blueprint: BaseBlueprint,
+        topic: str,
+        inputs: dict[str, str],
+        s: RunSettings,
     ) -> CrewJob:
         llm = s.llm.with_environment_key()
+        demo_url = self._demo_base_url() if llm.is_demo and self._demo_base_url else None
         if self._custom_factory is not None:
             build: CrewBuilder = partial(self._custom_factory, blueprint, topic, s)
         else:
-            demo_url = self._demo_base_url() if llm.is_demo and self._demo_base_url else None
             build = blueprint_builder(blueprint, llm, demo_url)
-        return CrewJob(run_id, topic, build, inputs, llm, s.crew_timeout_s)
+        return CrewJob(
+            run_id,
+            topic,
+            build,
+            inputs,
+            llm,
+            s.crew_timeout_s,
+            default_llm=partial(build_llm, llm, demo_url),
+            output_dir=str(outputs_dir() / batch_id / run_id),
+        )
 
     async def _run_crew(
         self,
         batch: Batch,
         run_id: str,
-        blueprint: Blueprint,
+        blueprint: BaseBlueprint,
         topic: str,
         inputs: dict[str, str],
         settings: RunSettings,
@@ -306,7 +325,7 @@ class Runner:
         try:
             async with self._admission.slot(ticket):
                 try:
-                    job = self._job(run_id, blueprint, topic, inputs, settings)
+                    job = self._job(batch.batch_id, run_id, blueprint, topic, inputs, settings)
                     ended = await self.backend.run(batch, job, started)
                 except asyncio.CancelledError:
                     raise

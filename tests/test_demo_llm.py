@@ -217,3 +217,32 @@ def test_hung_request_times_the_client_out() -> None:
                 timeout=0.5,
                 json={"messages": [{"role": "user", "content": "hi"}]},
             )
+
+
+def test_tool_marker_gets_one_call_of_that_tool_then_an_answer(demo_server: DemoLLMServer) -> None:
+    """`[demo:tool=name]` with that tool offered: a tool call first, the answer after it."""
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "word_counter",
+                "description": "Counts words",
+                "parameters": {"type": "object", "properties": {"text": {"type": "string"}}},
+            },
+        }
+    ]
+    messages: list = [{"role": "user", "content": "Count [demo:tool=word_counter]\nTopic: Rust"}]
+    first = client(demo_server).chat.completions.create(model="m", messages=messages, tools=tools)
+    call = (first.choices[0].message.tool_calls or [None])[0]
+    assert first.choices[0].finish_reason == "tool_calls" and call is not None
+    assert call.function.name == "word_counter" and '"text": "Rust"' in call.function.arguments
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "1 words"},
+    ]
+    second = client(demo_server).chat.completions.create(model="m", messages=messages, tools=tools)
+    assert second.choices[0].message.content == "The tool answered: 1 words"
+    unmarked = client(demo_server).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Topic: Rust"}], tools=tools
+    )
+    assert unmarked.choices[0].message.tool_calls is None  # no marker: no tool call

@@ -16,7 +16,7 @@ def peak_overlap(snap: BatchSnapshot) -> int:
     """The most LLM calls in flight at one instant, from the recorded spans."""
     edges = []
     for crew in snap.crews:
-        for span in crew.spans:
+        for span in (s for s in crew.spans if s.kind == "llm"):
             assert span.started_at is not None and span.finished_at is not None
             edges += [(span.started_at, 1), (span.finished_at, -1)]
     level = peak = 0
