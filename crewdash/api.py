@@ -18,20 +18,22 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 from sse_starlette.sse import EventSourceResponse
 
 from crewdash.batch import BatchSnapshot, CrewSnapshot
-from crewdash.blueprints import list_blueprints
-from crewdash.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS
+from crewdash.blueprints import BlueprintInfo, describe_blueprints, list_blueprints
+from crewdash.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS, outputs_dir
 from crewdash.errors import CrewdashError, UnknownBatchError
 from crewdash.exports import FORMATS, batch_dict, export
+from crewdash.run_context import crew_file
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime
 from crewdash.topics import TOPIC_PATTERN, parse_topics
 
 log = logging.getLogger(__name__)
+MAX_INPUT_CHARS = 2000
 Topic = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_TOPIC_CHARS, pattern=TOPIC_PATTERN),
@@ -57,11 +59,25 @@ def _blueprint_enum() -> dict[str, Any]:
     return {"enum": list_blueprints()}
 
 
+InputName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$")]
+InputValue = Annotated[str, StringConstraints(max_length=MAX_INPUT_CHARS)]
+
+
 class BatchRequest(BaseModel):
     topics: list[Topic] = TOPICS_FIELD
     blueprint: str = Field(default=DEFAULT_BLUEPRINT, json_schema_extra=_blueprint_enum())
     max_concurrency: int | None = Field(default=None, ge=1, le=1000)
     crew_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    inputs: dict[InputName, InputValue] | None = Field(
+        default=None,
+        max_length=100,
+        description="The blueprint's other inputs, the same for every crew (see GET /blueprints); "
+        "inputs left out keep the blueprint's defaults.",
+    )
+    fan_out: InputName | None = Field(
+        default=None,
+        description="The input each topic fills (default: `topic`, else the only input).",
+    )
 
     @field_validator("blueprint")
     @classmethod
@@ -93,6 +109,23 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem},
     422: {"model": Problem},
 }
+
+
+def _blueprint_info(info: BlueprintInfo) -> dict[str, Any]:
+    bp = info.blueprint
+    if bp is None:
+        return {"name": info.name, "kind": info.kind, "error": info.error}
+    return {
+        "name": info.name,
+        "kind": info.kind,
+        "error": None,
+        "inputs": dict(bp.inputs),
+        "required": sorted(bp.required),
+        "fan_out": bp.fan_out,
+        "pinned_agents": [
+            {"role": p.role, "model": p.model, "where": p.where} for p in bp.pinned_agents
+        ],
+    }
 
 
 def _crew_event(crew: CrewSnapshot) -> dict[str, Any]:
@@ -199,6 +232,8 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             settings,
             notes=topics.notes,
             source=source,
+            inputs=getattr(body, "inputs", None),
+            fan_out=getattr(body, "fan_out", None),
         )
         return batch_id, list(topics.notes)
 
@@ -231,6 +266,12 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
                 "export": f"{base}/export?format=json",
             },
         )
+
+    @app.get("/blueprints")
+    async def blueprints() -> list[dict[str, Any]]:
+        """Every blueprint on the search path: its kind, inputs with their defaults, fan-out
+        input and the agents that pin their own model, or why it cannot be used."""
+        return [_blueprint_info(i) for i in await asyncio.to_thread(describe_blueprints)]
 
     @app.get("/batches")
     async def list_batches(
@@ -343,6 +384,30 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             media_type=f"{mime}; charset=utf-8",
             headers={"content-disposition": f'attachment; filename="crewdash-{batch_id}.{ext}"'},
         )
+
+    @app.get(
+        "/batches/{batch_id}/crews/{run_id}/files/{path:path}",
+        response_class=FileResponse,
+        responses={
+            **PROBLEMS,
+            200: {"content": {"application/octet-stream": {}}, "description": "the file"},
+        },
+    )
+    async def crew_file_download(
+        request: Request, batch_id: str, run_id: str, path: str
+    ) -> FileResponse:
+        """A file one crew's tasks wrote (listed in that crew's `files`)."""
+        snap = await snapshot(request, batch_id)  # 404 for an unknown batch
+        crew = next((c for c in snap.crews if c.run_id == run_id), None)
+        if crew is None:
+            raise UnknownBatchError(f"{batch_id}/{run_id}")
+        if path not in crew.files:
+            raise HTTPException(404, f"crew {run_id} wrote no file {path!r}")
+        try:
+            target = crew_file(outputs_dir() / batch_id / run_id, path)
+        except FileNotFoundError:
+            raise HTTPException(404, f"file {path!r} is no longer on the server") from None
+        return FileResponse(target, filename=target.name)
 
     @app.get("/healthz")
     async def healthz(request: Request) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 python -m crewdash run "topic one" "topic two" [--latency 1.0] [--json out.json]
 python -m crewdash run --n 50 --latency 1.0 --json bench-50.json
+python -m crewdash run "AI agents" --blueprint my_flow --input audience=CTOs --fan-out topic
+python -m crewdash blueprints
 python -m crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
 python -m crewdash demo-llm --port 8001 --profile hosted
 """
@@ -21,7 +23,8 @@ from crewdash.backend_bench import MAX_N as BACKENDS_MAX_N
 from crewdash.backend_bench import compare_backends, parse_backends
 from crewdash.batch import BatchSnapshot, CrewState
 from crewdash.bench import MAX_N, STRATEGIES, BenchReport, check_n, parse_strategies, run_sweep
-from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL
+from crewdash.blueprints import describe_blueprints, load_blueprint
+from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL, outputs_dir
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
 from crewdash.errors import CrewdashError, SettingsError
 from crewdash.execution import Backend
@@ -50,16 +53,33 @@ def summary(snap: BatchSnapshot) -> dict[str, Any]:
         if snap.slowest_crew_s
         else None,
         "tokens": snap.tokens.total,
+        "kind": snap.kind,
         "crews_detail": [
             {
+                "run_id": c.run_id,
                 "topic": c.topic,
                 "state": c.state.value,
                 "duration_s": None if c.duration is None else round(c.duration, 3),
                 "error": c.error,
+                "inputs": dict(c.inputs),
+                "result": c.result,
+                "tasks": [{"name": t.name, "agent": t.agent, "output": t.output} for t in c.tasks],
+                "files": [str(outputs_dir() / snap.batch_id / c.run_id / f) for f in c.files],
             }
             for c in snap.crews
         ],
     }
+
+
+def parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
+    """`--input key=value` pairs (repeatable) as a mapping; a pair without `=` is refused."""
+    inputs: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"--input needs key=value, got {pair!r}")
+        inputs[key.strip()] = value
+    return inputs
 
 
 def _profile(args: argparse.Namespace) -> LatencyProfile:
@@ -80,6 +100,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     topics = parse_topics(raw, max_topics=max(args.n or 0, 100))
     for note in topics.notes:
         print(note, file=sys.stderr)
+    inputs = parse_inputs(args.input)
+    blueprint = load_blueprint(args.blueprint)  # a broken blueprint fails before anything starts
+    blueprint.inputs_for(topics.items[0], inputs, args.fan_out)
     settings = RunSettings(llm=default_llm_settings(), max_concurrency=args.max_concurrency)
     profile = _profile(args)
     backend = backend_from_env()  # CREWDASH_RUNNER: local or ray
@@ -94,7 +117,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if settings.llm.is_demo:
             runtime.warm_up().result(60)  # one-off process costs stay out of the timings
-        batch_id = runtime.runner.submit(args.blueprint, topics.items, settings, source="cli")
+        batch_id = runtime.runner.submit(
+            blueprint,
+            topics.items,
+            settings,
+            source="cli",
+            inputs=inputs,
+            fan_out=args.fan_out,
+        )
         batch = runtime.runner.batch(batch_id)
         reported: set[str] = set()
         while True:
@@ -120,6 +150,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0 if result["failed"] == 0 else 1
+
+
+def cmd_blueprints(args: argparse.Namespace) -> int:
+    """Every blueprint on the search path with its kind and inputs, or why it is broken."""
+    broken = 0
+    for info in describe_blueprints():
+        if info.blueprint is None:
+            broken += 1
+            print(f"{info.name:<24} {info.kind:<10} BROKEN: {info.error}")
+            continue
+        bp = info.blueprint
+        shown = ", ".join(
+            f"{k}={v!r}" if v else (f"{k} (required)" if k in bp.required else k)
+            for k, v in bp.inputs.items()
+        )
+        print(f"{info.name:<24} {info.kind:<10} fan-out {bp.fan_out}; inputs: {shown or 'none'}")
+        for pin in bp.pinned_agents:
+            where = f" in {pin.where}" if pin.where else ""
+            print(f"{'':<24} {'':<10} agent {pin.role!r}{where} keeps its own model {pin.model}")
+    return 1 if broken else 0
 
 
 def _bench_llm(args: argparse.Namespace, calls: int) -> LLMSettings:
@@ -252,11 +302,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--file", help="a file with one topic per line")
     run.add_argument("--n", type=int, default=0, help="add N generated topics")
     run.add_argument("--blueprint", default=DEFAULT_BLUEPRINT)
+    run.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another input of the blueprint, the same for every crew (repeatable)",
+    )
+    run.add_argument(
+        "--fan-out", metavar="NAME", help="the input each topic fills (default: topic)"
+    )
     run.add_argument("--max-concurrency", type=int, default=100)
     run.add_argument("--json", help="write the figures to this JSON file")
     run.add_argument("--no-history", action="store_true", help="do not record the batch")
     demo_options(run)
     run.set_defaults(func=cmd_run)
+
+    listing = sub.add_parser("blueprints", help="list the blueprints, their kinds and inputs")
+    listing.set_defaults(func=cmd_blueprints)
 
     bench = sub.add_parser("bench", help="measure every way of running N crews side by side")
     bench.add_argument("--n", type=int, default=20, help=f"crews per strategy (1-{MAX_N})")

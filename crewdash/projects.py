@@ -97,10 +97,11 @@ def content_hash(root: Path) -> str:
 
 
 def _rel(root: Path, path: str | Path | None) -> str:
+    """A project's file as `<blueprint>/<path in the project>`, for messages."""
     if not path:
         return "?"
     try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+        return Path(path).resolve().relative_to(root.resolve().parent).as_posix()
     except ValueError:
         return Path(path).name
 
@@ -128,8 +129,7 @@ def _code_error(root: Path, exc: BaseException, doing: str) -> BlueprintError:
     where = f"{_rel(root, frames[-1].filename)} line {frames[-1].lineno}: " if frames else ""
     if isinstance(exc, ModuleNotFoundError):
         return BlueprintError(
-            f"{where}missing dependency {exc.name!r} while {doing}: install it into crewdash's "
-            "Python environment"
+            f"{where}missing dependency {exc.name!r}: install it into crewdash's Python environment"
         )
     return BlueprintError(f"{where}{_first_line(exc)} (while {doing})")
 
@@ -161,7 +161,7 @@ def _pick_package(root: Path, entry: str, project_name: str | None) -> tuple[str
     """The package under `src/` that holds `entry` (crew.py or main.py)."""
     found = sorted(p.parent for p in (root / "src").glob(f"*/{entry}"))
     if not found:
-        raise BlueprintError(f"no src/<package>/{entry} in {root.name}")
+        raise BlueprintError(f"{root.name}: no src/<package>/{entry} (as `crewai create` makes)")
     if len(found) > 1:
         wanted = (project_name or "").replace("-", "_")
         named = [p for p in found if p.name == wanted]
@@ -229,11 +229,13 @@ def _load_classic_crew(root: Path, data: dict[str, Any]) -> Loaded:
     try:
         module, modules = import_from(root / "src", package, "crew")
     except Exception as exc:  # noqa: BLE001 - the project's own code: any error is its message
-        raise _code_error(root, exc, f"importing src/{package}/crew.py") from None
+        raise _code_error(root, exc, f"importing {_rel(root, home / 'crew.py')}") from None
     found = _classes(module, _is_crew_class)
     if len(found) != 1:
         what = "no @CrewBase class" if not found else "several @CrewBase classes"
-        raise BlueprintError(f"src/{package}/crew.py: {what}; a crew project needs exactly one")
+        raise BlueprintError(
+            f"{_rel(root, home / 'crew.py')}: {what}; a crew project needs exactly one"
+        )
     crew_cls = found[0]
     for attr in ("original_agents_config_path", "original_tasks_config_path"):
         rel = getattr(crew_cls, attr, None)
@@ -264,8 +266,9 @@ def _load_json_crew(root: Path, definition: Path) -> Loaded:
     except Exception as exc:  # noqa: BLE001 - CrewAI's loader names file and line itself
         message = _first_line(exc).removeprefix("JSONProjectError: ")
         message = message.removeprefix("JSONProjectValidationError: ")
-        message = message.replace(str(root.resolve()) + os.sep, "").replace(str(root) + os.sep, "")
-        raise BlueprintError(f"{root.name}: {message}") from None
+        for base in {str(root.resolve().parent), str(root.parent)}:
+            message = message.replace(base + os.sep, "")
+        raise BlueprintError(message) from None
 
     def new() -> Crew:
         agents = {
@@ -294,15 +297,17 @@ def _load_json_crew(root: Path, definition: Path) -> Loaded:
 
 
 def _load_python_flow(root: Path, data: dict[str, Any]) -> Loaded:
-    package, _ = _pick_package(root, "main.py", data.get("project", {}).get("name"))
+    package, home = _pick_package(root, "main.py", data.get("project", {}).get("name"))
     try:
         module, modules = import_from(root / "src", package, "main")
     except Exception as exc:  # noqa: BLE001 - the project's own code
-        raise _code_error(root, exc, f"importing src/{package}/main.py") from None
+        raise _code_error(root, exc, f"importing {_rel(root, home / 'main.py')}") from None
     found = _classes(module, _is_flow_class)
     if len(found) != 1:
         what = "no Flow subclass" if not found else "several Flow subclasses"
-        raise BlueprintError(f"src/{package}/main.py: {what}; a flow project needs exactly one")
+        raise BlueprintError(
+            f"{_rel(root, home / 'main.py')}: {what}; a flow project needs exactly one"
+        )
     flow_cls = found[0]
     inner = [
         cls

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 
 from crewdash.store import Store
 from tests.api_server import api_server
+from tests.broken_projects import write_broken_projects
 
 
 @pytest.fixture(scope="module")
@@ -352,3 +354,127 @@ def test_cancel_one_crew_through_the_api(api: httpx.Client) -> None:
     assert done["crews"][1]["state"] in ("cancelled", "succeeded")  # it may have won the race
     missing = api.post(f"/batches/{body['batch_id']}/crews/nope/cancel")
     assert missing.status_code == 404
+
+
+PROJECTS = Path(__file__).resolve().parent / "projects"
+
+
+@pytest.fixture(scope="module")
+def projects_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Path]]:
+    """The API with the test projects (and broken ones) on its search path."""
+    workdir = tmp_path_factory.mktemp("projects-api")
+    write_broken_projects(workdir / "broken")
+    outputs = workdir / "outputs"
+    env = {
+        "CREWDASH_CREWS_DIR": f"{PROJECTS}{os.pathsep}{workdir / 'broken'}",
+        "CREWDASH_OUTPUTS_DIR": str(outputs),
+    }
+    with api_server(workdir, **env) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client, outputs
+
+
+def test_blueprints_lists_kinds_inputs_pins_and_broken_ones(
+    projects_api: tuple[httpx.Client, Path],
+) -> None:
+    api, _ = projects_api
+    listed = {b["name"]: b for b in api.get("/blueprints").json()}
+    assert {n: listed[n]["kind"] for n in ("research", "analyst_crew", "brief_json")} == {
+        "research": "yaml",
+        "analyst_crew": "crew",
+        "brief_json": "json_crew",
+    }
+    assert listed["triage_flow"]["kind"] == "flow" and listed["route_flow"]["kind"] == "flow_yaml"
+    assert listed["brief_json"]["inputs"] == {"tone": "plain", "topic": "AI agents"}
+    assert listed["analyst_crew"]["required"] == ["audience", "topic"]
+    assert listed["route_flow"]["fan_out"] == "topic"
+    assert listed["bad_syntax"]["error"].startswith("bad_syntax/src/bad_syntax/crew.py line 3")
+    assert listed["bad_syntax"]["kind"] == "crew"
+
+
+def test_a_project_batch_with_inputs_and_fan_out_keeps_tasks_and_files_per_crew(
+    projects_api: tuple[httpx.Client, Path],
+) -> None:
+    api, _ = projects_api
+    topics = [f"api subject {chr(65 + i)}x" for i in range(10)]
+    accepted = api.post(
+        "/batches",
+        json={
+            "topics": topics,
+            "blueprint": "analyst_crew",
+            "inputs": {"audience": "CTOs"},
+            "fan_out": "topic",
+        },
+    )
+    assert accepted.status_code == 202, accepted.text
+    batch_id = accepted.json()["batch_id"]
+    body = wait_done(api, batch_id)
+    assert body["kind"] == "crew"
+    for crew in body["crews"]:
+        assert crew["state"] == "succeeded"
+        assert crew["inputs"] == {"audience": "CTOs", "topic": crew["topic"]}
+        assert [t["name"] for t in crew["tasks"]] == ["gather", "measure", "brief"]
+        assert crew["topic"] in crew["tasks"][0]["output"]
+        assert crew["files"] == ["report.md"]
+        assert {"task", "llm", "tool"} <= {s["kind"] for s in crew["spans"]}
+        report = api.get(f"/batches/{batch_id}/crews/{crew['run_id']}/files/report.md")
+        assert report.status_code == 200 and crew["topic"] in report.text
+        others = [t for t in topics if t != crew["topic"]]
+        assert not any(o in report.text for o in others)
+    run_id = body["crews"][0]["run_id"]
+    for path in ("nope.md", "../../history.db", "%2e%2e/%2e%2e/history.db"):
+        missing = api.get(f"/batches/{batch_id}/crews/{run_id}/files/{path}")
+        assert missing.status_code == 404 and "detail" in missing.json()
+
+
+def test_a_flow_batch_through_the_api_records_its_steps(
+    projects_api: tuple[httpx.Client, Path],
+) -> None:
+    api, _ = projects_api
+    accepted = api.post(
+        "/batches",
+        json={
+            "topics": ["flow a", "flow b"],
+            "blueprint": "route_flow",
+            "inputs": {"mode": "deep"},
+        },
+    )
+    body = wait_done(api, accepted.json()["batch_id"])
+    for crew in body["crews"]:
+        assert crew["state"] == "succeeded", crew["error"]
+        assert {s["name"] for s in crew["spans"] if s["kind"] == "step"} == {"pick", "deep_dive"}
+        assert [t["name"] for t in crew["tasks"]] == ["research"]
+        assert crew["files"] == ["deep.md"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        (
+            {"topics": ["x"], "blueprint": "bad_syntax"},
+            400,
+            "bad_syntax/src/bad_syntax/crew.py line 3",
+        ),
+        (
+            {"topics": ["x"], "blueprint": "bad_json"},
+            400,
+            "bad_json/crew.jsonc: invalid JSON at line",
+        ),
+        ({"topics": ["x"], "blueprint": "analyst_crew"}, 400, "needs a value for {audience}"),
+        (
+            {"topics": ["x"], "blueprint": "brief_json", "fan_out": "nope"},
+            400,
+            "no placeholder {nope}",
+        ),
+        ({"topics": ["x"], "blueprint": "brief_json", "inputs": {"bad key": "v"}}, 422, "inputs"),
+    ],
+)
+def test_bad_project_input_is_a_4xx_naming_the_problem(
+    projects_api: tuple[httpx.Client, Path],
+    body: dict,
+    status: int,
+    detail: str,  # type: ignore[type-arg]
+) -> None:
+    api, _ = projects_api
+    response = api.post("/batches", json=body)
+    assert response.status_code == status
+    assert detail in response.json()["detail"]

@@ -4,7 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from crewdash.cli import main
+from tests.broken_projects import write_broken_projects
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,3 +62,68 @@ def test_run_with_a_users_crews_folder_still_has_the_built_ins(tmp_path: Path) -
         )
         assert result.returncode == 0, result.stderr
         assert "1/1 succeeded" in result.stdout
+
+
+PROJECTS = ROOT / "tests" / "projects"
+
+
+def test_run_a_project_with_inputs_and_fan_out_reports_every_task(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(PROJECTS))
+    monkeypatch.setenv("CREWDASH_OUTPUTS_DIR", str(tmp_path / "outputs"))
+    topics = [f"cli subject {chr(65 + i)}x" for i in range(10)]
+    for blueprint, extra in (
+        ("analyst_crew", ["--input", "audience=CTOs"]),
+        ("triage_flow", ["--input", "depth=deep", "--fan-out", "topic"]),
+    ):
+        out = tmp_path / f"{blueprint}.json"
+        command = ["run", *topics, "--blueprint", blueprint, *extra, "--latency", "0.2"]
+        assert main([*command, "--no-history", "--json", str(out)]) == 0, capsys.readouterr()
+        figures = json.loads(out.read_text())
+        assert figures["succeeded"] == 10 and figures["kind"] in ("crew", "flow")
+        for crew in figures["crews_detail"]:
+            assert crew["inputs"]["topic"] == crew["topic"]
+            assert crew["tasks"] and all(
+                set(t) == {"name", "agent", "output"} for t in crew["tasks"]
+            )
+            assert crew["topic"] in crew["tasks"][0]["output"]
+            assert len(crew["files"]) == 1 and crew["topic"] in Path(crew["files"][0]).read_text()
+        names = [t["name"] for t in figures["crews_detail"][0]["tasks"]]
+        assert names == (
+            ["gather", "measure", "brief"] if blueprint == "analyst_crew" else ["explain"]
+        )
+
+
+def test_blueprints_command_lists_kinds_inputs_and_broken_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_broken_projects(tmp_path)
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", f"{PROJECTS}{os.pathsep}{tmp_path}")
+    assert main(["blueprints"]) == 1  # some are broken
+    lines = {
+        line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:1] != " "
+    }
+    assert "json_crew" in lines["brief_json"] and "tone='plain'" in lines["brief_json"]
+    assert "flow_yaml" in lines["route_flow"] and "fan-out topic" in lines["route_flow"]
+    assert "audience (required)" in lines["analyst_crew"]
+    assert "BROKEN: bad_syntax/src/bad_syntax/crew.py line 3" in lines["bad_syntax"]
+
+
+def test_bad_project_input_is_one_line_and_exit_code_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_broken_projects(tmp_path)
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", f"{PROJECTS}{os.pathsep}{tmp_path}")
+    cases = [
+        (["--blueprint", "bad_syntax"], "error: bad_syntax/src/bad_syntax/crew.py line 3"),
+        (["--blueprint", "analyst_crew"], "needs a value for {audience}"),
+        (["--blueprint", "analyst_crew", "--input", "audience"], "--input needs key=value"),
+        (["--blueprint", "brief_json", "--fan-out", "nope"], "has no placeholder {nope}"),
+    ]
+    for args, message in cases:
+        assert main(["run", "x", *args, "--latency", "0", "--no-history"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err

@@ -4,6 +4,7 @@ against the real demo model (tests/projects holds one project of each shape, wri
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from crewdash.errors import BlueprintError
 from crewdash.llm import LLMSettings
 from crewdash.projects import ProjectBlueprint
 from crewdash.runner import Runner, RunSettings
+from tests.broken_projects import write_broken_projects, write_flaky_project
 from tests.conftest import finish
 
 PROJECTS = Path(__file__).resolve().parent / "projects"
@@ -286,3 +288,78 @@ def test_concurrent_batches_each_keep_their_own_model_inside_flow_steps(
         crews = snaps[key].crews
         assert all(c.state is CrewState.SUCCEEDED for c in crews), [c.error for c in crews]
         assert {s.name for c in crews for s in c.spans if s.kind == "llm"} == {model}
+
+
+def test_each_broken_project_gets_one_message_naming_its_file_and_the_rest_keep_working(
+    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = write_broken_projects(tmp_path / "broken")
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", f"{PROJECTS}{os.pathsep}{tmp_path / 'broken'}")
+    infos = {i.name: i for i in describe_blueprints()}  # listing never breaks
+    for name, pattern in expected.items():
+        message = infos[name].error or ""
+        assert re.search(pattern, message), (name, message)
+        assert "\n" not in message and "Traceback" not in message
+        with pytest.raises(BlueprintError, match=pattern):
+            load_blueprint(name)
+        with pytest.raises(BlueprintError, match=pattern):
+            runner.submit(name, ["x"])
+    assert all(infos[n].error is None for n in (*KINDS, "research", "timing"))
+    snap = finish(runner, runner.submit("brief_json", ["still works"]))
+    assert snap.count(CrewState.SUCCEEDED) == 1
+
+
+def test_two_different_projects_with_one_name_are_refused_naming_both_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(PROJECTS / "brief_json", tmp_path / "same" / "brief_json")
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", f"{PROJECTS}{os.pathsep}{tmp_path / 'same'}")
+    assert load_blueprint("brief_json").kind == "json_crew"  # an identical copy is no clash
+    crew_json = tmp_path / "same" / "brief_json" / "crew.jsonc"
+    crew_json.write_text(crew_json.read_text().replace("plain", "formal"))
+    with pytest.raises(BlueprintError, match="two different blueprints are named 'brief_json'"):
+        load_blueprint("brief_json")
+    infos = {i.name: i for i in describe_blueprints()}
+    assert "two different blueprints" in (infos["brief_json"].error or "")
+    assert infos["triage_flow"].error is None
+
+
+def test_a_crew_that_raises_while_it_is_built_fails_alone(
+    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_flaky_project(tmp_path / "crews")
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path / "crews"))
+    snap = finish(runner, runner.submit("flaky_crew", topics_for("flaky", 5)))
+    failed = [c for c in snap.crews if c.state is CrewState.FAILED]
+    assert snap.count(CrewState.SUCCEEDED) == 4 and len(failed) == 1
+    assert "fails to build on purpose" in (failed[0].error or "")
+
+
+def test_inputs_left_unfilled_or_unknown_are_refused_before_anything_starts(
+    runner: Runner,
+) -> None:
+    with pytest.raises(BlueprintError, match=r"'analyst_crew' needs a value for \{audience\}"):
+        runner.submit("analyst_crew", ["x"])
+    with pytest.raises(BlueprintError, match=r"has no placeholder \{nope\}"):
+        runner.submit("triage_flow", ["x"], fan_out="nope")
+    assert runner.batch_ids() == []
+
+
+def test_a_task_file_named_from_a_topic_stays_in_its_crews_folder(
+    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, search_path: Path
+) -> None:
+    home = tmp_path / "crews" / "named_files"
+    shutil.copytree(PROJECTS / "brief_json", home)
+    crew_json = home / "crew.jsonc"
+    crew_json.write_text(crew_json.read_text().replace('"note.md"', '"notes/{topic}.md"'))
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path / "crews"))
+    topics = ["../../../escape", "/etc/evil", "plain"]
+    snap = finish(runner, runner.submit("named_files", topics))
+    assert snap.count(CrewState.SUCCEEDED) == 3, [c.error for c in snap.crews]
+    for crew in snap.crews:
+        folder = (search_path / snap.batch_id / crew.run_id).resolve()
+        assert len(crew.files) == 1
+        assert (folder / crew.files[0]).resolve().is_relative_to(folder)
+    assert not (tmp_path / "escape.md").exists() and not Path("/etc/evil.md").exists()
+    written = sorted(p.name for p in search_path.rglob("*.md"))
+    assert written == ["escape.md", "evil.md", "plain.md"]
