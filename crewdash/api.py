@@ -292,6 +292,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
                 "finished_at": r.finished_at,
                 "state": r.state,
                 "blueprint": r.blueprint,
+                "kind": r.kind,
                 "model": r.model_label,
                 "source": r.source,
                 "crews": r.crews,

@@ -23,8 +23,22 @@ STATE_COLORS = {
     CrewState.TIMED_OUT: "#ea580c",
     CrewState.INTERRUPTED: "#a16207",
 }
-SPAN_COLORS = {"llm": "#f59e0b", "tool": "#8b5cf6", "retry": "#dc2626"}
-SPAN_NAMES = {"llm": "LLM call", "tool": "tool use", "retry": "retry wait"}
+# Drawn in this order, widest first: a Flow step holds tasks, a task holds its LLM calls.
+SPAN_COLORS = {
+    "step": "#0d9488",
+    "task": "#60a5fa",
+    "llm": "#f59e0b",
+    "tool": "#8b5cf6",
+    "retry": "#dc2626",
+}
+SPAN_NAMES = {
+    "step": "Flow step",
+    "task": "task",
+    "llm": "LLM call",
+    "tool": "tool use",
+    "retry": "retry wait",
+}
+SPAN_WIDTHS = {"step": 0.65, "task": 0.5}
 
 
 def crew_label(crew: CrewSnapshot, width: int = 32) -> str:
@@ -62,7 +76,8 @@ def _height(n: int) -> int:
 
 
 def timeline_figure(snap: BatchSnapshot) -> go.Figure:
-    """Crews as wide bars, their LLM calls as narrow bars inside, on a shared seconds axis."""
+    """Crews as wide bars; inside them their Flow steps, tasks, and LLM calls as ever narrower
+    bars, on a shared seconds axis."""
     now = time.time()
     fig = go.Figure()
     labels = [crew_label(c) for c in snap.crews]
@@ -97,15 +112,18 @@ def timeline_figure(snap: BatchSnapshot) -> go.Figure:
                 ys.append(lbl)
                 bases.append(span.started_at - snap.created_at)
                 xs.append(end - span.started_at)
-                status = f"error: {span.error}" if span.error else f"{span.tokens.total} tokens"
-                texts.append(f"{span.name} · {status}")
+                if span.error:
+                    status = f" · error: {span.error}"
+                else:
+                    status = f" · {span.tokens.total} tokens" if kind == "llm" else ""
+                texts.append(f"{SPAN_NAMES[kind]} {span.name}{status}")
         if ys:
             fig.add_bar(
                 y=ys,
                 x=xs,
                 base=bases,
                 orientation="h",
-                width=0.35,
+                width=SPAN_WIDTHS.get(kind, 0.35),
                 marker_color=color,
                 name=SPAN_NAMES[kind],
                 text=texts,

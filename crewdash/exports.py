@@ -100,6 +100,9 @@ CSV_HEADER = (
     "completion_tokens",
     "total_tokens",
     "cost_usd",
+    "inputs",
+    "tasks",
+    "files",
     "error",
     "result",
 )
@@ -122,6 +125,13 @@ def to_csv(snap: BatchSnapshot) -> str:
                 c.tokens.completion,
                 c.tokens.total,
                 _fixed(snap.crew_cost(c), 8),
+                json.dumps(dict(c.inputs), ensure_ascii=False) if c.inputs else None,
+                json.dumps(
+                    [{"name": t.name, "output": t.output} for t in c.tasks], ensure_ascii=False
+                )
+                if c.tasks
+                else None,
+                "; ".join(c.files) or None,
                 c.error,
                 c.result,
             )
@@ -137,7 +147,7 @@ def to_markdown(snap: BatchSnapshot) -> str:
     lines = [
         f"# crewdash batch {snap.batch_id}",
         "",
-        f"- Blueprint: {snap.blueprint}",
+        f"- Blueprint: {snap.blueprint} ({snap.kind})",
         f"- Model: {snap.model_label}",
         f"- Submitted: {_iso(snap.created_at)}",
         f"- Crews: {len(snap.crews)} · wall {snap.wall_s:.2f} s · sum of crew times "
@@ -160,7 +170,15 @@ def to_markdown(snap: BatchSnapshot) -> str:
     lines += ["", "## Results", ""]
     for c in snap.crews:
         lines += [f"### {c.index + 1}. {_cell(c.topic)}", ""]
+        if c.inputs:
+            shown = ", ".join(f"{k} = {_cell(v)}" for k, v in c.inputs.items())
+            lines += [f"Inputs: {shown}", ""]
         lines += [c.result if c.result else f"_{c.state.value}: {c.error or 'no result'}_", ""]
+        for task in c.tasks:
+            agent = f" ({_cell(task.agent)})" if task.agent else ""
+            lines += [f"#### Task {_cell(task.name)}{agent}", "", task.output, ""]
+        if c.files:
+            lines += ["Files: " + ", ".join(f"`{_cell(f)}`" for f in c.files), ""]
     return "\n".join(lines)
 
 

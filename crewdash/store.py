@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState, Span, TokenUsage
+from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState, Span, TaskResult, TokenUsage
 from crewdash.config import PROJECT_ROOT
 from crewdash.errors import CrewdashError
 
@@ -67,6 +67,7 @@ class BatchRow(Base):
     notes: Mapped[str] = mapped_column(Text, default="[]")
     owner: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(20), default="page")
+    kind: Mapped[str] = mapped_column(String(20), default="yaml")
 
 
 class CrewRow(Base):
@@ -87,6 +88,9 @@ class CrewRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
     agent_ids: Mapped[str] = mapped_column(Text, default="[]")
+    inputs: Mapped[str] = mapped_column(Text, default="{}")
+    tasks: Mapped[str] = mapped_column(Text, default="[]")  # [{key, name, output, agent}]
+    files: Mapped[str] = mapped_column(Text, default="[]")
 
 
 class SpanRow(Base):
@@ -143,6 +147,7 @@ class BatchSummary:
     sum_crew_s: float
     tokens: int
     topics_preview: str
+    kind: str = "yaml"
 
     @property
     def state(self) -> str:
@@ -224,6 +229,7 @@ class Store:
                     notes=json.dumps(list(snap.notes)),
                     owner=OWNER,
                     source=source,
+                    kind=snap.kind,
                 )
             )
             session.add_all(_crew_row(snap.batch_id, c) for c in snap.crews)
@@ -311,6 +317,7 @@ class Store:
             max_concurrency=batch.max_concurrency,
             notes=tuple(json.loads(batch.notes or "[]")),
             model=batch.model,
+            kind=batch.kind,
             crews=tuple(_crew(c, spans.get(c.run_id, [])) for c in crews),
         )
 
@@ -372,6 +379,7 @@ class Store:
                     tokens=s["tokens"],
                     topics_preview=", ".join(s["topics"][:3])
                     + ("…" if len(s["topics"]) > 3 else ""),
+                    kind=b.kind,
                 )
             )
         return summaries
@@ -430,6 +438,9 @@ def _crew_row(batch_id: str, c: CrewSnapshot) -> CrewRow:
         completion_tokens=c.tokens.completion,
         total_tokens=c.tokens.total,
         agent_ids=json.dumps(list(c.agent_ids)),
+        inputs=json.dumps(dict(c.inputs)),
+        tasks=json.dumps([asdict(t) for t in c.tasks]),
+        files=json.dumps(list(c.files)),
     )
 
 
@@ -460,4 +471,7 @@ def _crew(row: CrewRow, spans: Sequence[Span]) -> CrewSnapshot:
         spans=tuple(sorted(spans, key=lambda s: s.started_at or 0.0)),
         tokens=TokenUsage(row.prompt_tokens, row.completion_tokens, row.total_tokens),
         agent_ids=tuple(json.loads(row.agent_ids or "[]")),
+        inputs=json.loads(row.inputs or "{}"),
+        tasks=tuple(TaskResult(**t) for t in json.loads(row.tasks or "[]")),
+        files=tuple(json.loads(row.files or "[]")),
     )

@@ -10,6 +10,7 @@ import streamlit as st
 from crewdash.batch import BatchSnapshot, CrewState
 from crewdash.charts import latency_figure
 from crewdash.errors import CrewdashError, UnknownBatchError
+from crewdash.projects import KIND_LABELS
 from crewdash.store import BatchSummary
 from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads, render_headline
 from ui.session import require_login, run_settings, runtime
@@ -42,6 +43,7 @@ def table(rows: list[BatchSummary]) -> pd.DataFrame:
                 "When": datetime.fromtimestamp(s.created_at).strftime("%Y-%m-%d %H:%M:%S"),
                 "Batch": s.batch_id,
                 "Blueprint": s.blueprint,
+                "Kind": KIND_LABELS.get(s.kind, s.kind),
                 "Topics": s.topics_preview,
                 "State": s.state,
                 "Crews": s.crews,
@@ -87,7 +89,11 @@ elif not chosen and st.query_params.get("batch"):
 
 def downloads(snap: BatchSnapshot) -> None:
     (spare,) = render_downloads(snap, "history")
-    again = [c.topic for c in snap.crews if c.state in RERUN_STATES]
+    failed = [c for c in snap.crews if c.state in RERUN_STATES]
+    again = [c.topic for c in failed]
+    # the same inputs as the first run: every crew of a batch shares all but the fan-out one
+    first = dict(failed[0].inputs) if failed else {}
+    fan_out = next((k for k, v in first.items() if v == failed[0].topic), None) if failed else None
     if (
         again
         and snap.done
@@ -99,6 +105,8 @@ def downloads(snap: BatchSnapshot) -> None:
                 again,
                 run_settings(),
                 notes=[f"Re-run of the failed topics of {snap.batch_id}."],
+                inputs={k: v for k, v in first.items() if k != fan_out},
+                fan_out=fan_out,
             )
         except CrewdashError as exc:
             st.error(str(exc), icon=":material/error:")

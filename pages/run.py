@@ -5,9 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from crewdash.batch import BatchSnapshot, CrewState
-from crewdash.blueprints import Blueprint, load_blueprint, missing_tool_keys
+from crewdash.blueprints import BaseBlueprint, load_blueprint, missing_tool_keys
 from crewdash.charts import crew_label
 from crewdash.errors import BlueprintError, CrewdashError, UnknownBatchError
+from crewdash.projects import KIND_LABELS
 from crewdash.topics import parse_topics
 from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads
 from ui.session import require_login, run_settings, runtime, state
@@ -22,19 +23,38 @@ st.write(
 
 runner = runtime().runner
 blueprint_name = state("sidebar.blueprint", "research")
-blueprint: Blueprint | None = None
+blueprint: BaseBlueprint | None = None
 try:
     blueprint = load_blueprint(blueprint_name)
 except BlueprintError as exc:
     st.error(f"Blueprint `{blueprint_name}` cannot be used: {exc}", icon=":material/error:")
 
 if blueprint is not None:
+    st.caption(
+        f"Blueprint **{blueprint.name}** · {KIND_LABELS.get(blueprint.kind, blueprint.kind)}"
+    )
     for tool, key in missing_tool_keys(blueprint.tool_names):
         st.info(
             f"Web search is off for this crew (`{tool}` needs `{key}`): it will answer from "
             "the model alone.",
             icon=":material/travel_explore:",
         )
+    if blueprint.pinned_agents:
+        pins = "\n".join(
+            f"- **{p.role}**" + (f" (in {p.where})" if p.where else "") + f": `{p.model}`"
+            for p in blueprint.pinned_agents
+        )
+        st.info(
+            "These agents pin their own model and keep it; every other agent uses the "
+            f"model chosen in the sidebar:\n{pins}",
+            icon=":material/push_pin:",
+        )
+    if st.session_state.get("run.inputs_of") != blueprint.name:
+        # a newly picked blueprint: its inputs start from its own defaults
+        for name, default in blueprint.inputs.items():
+            st.session_state[f"run.input.{name}"] = default
+        st.session_state["run.fan_out"] = blueprint.fan_out
+        st.session_state["run.inputs_of"] = blueprint.name
 
 with st.form("run.form", border=False):
     st.text_area(
@@ -43,7 +63,7 @@ with st.form("run.form", border=False):
         height=180,
         placeholder="CrewAI async kickoff\nLangGraph vs CrewAI\nAutoGen new features",
     )
-    names = sorted(blueprint.placeholders) if blueprint else []
+    names = list(blueprint.inputs) if blueprint else []
     fan_out = blueprint.fan_out if blueprint else "topic"
     if len(names) > 1:
         state("run.fan_out", fan_out)
@@ -53,14 +73,19 @@ with st.form("run.form", border=False):
         for name in names:
             if name != fan_out:
                 state(f"run.input.{name}", "")
-                st.text_input(f"{{{name}}} (the same for every crew)", key=f"run.input.{name}")
+                needed = blueprint is not None and name in blueprint.required
+                st.text_input(
+                    f"{{{name}}} (the same for every crew)",
+                    key=f"run.input.{name}",
+                    help="Required." if needed else "Optional: prefilled with the default.",
+                )
     submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
 
 if submitted and blueprint is not None:
     try:
         topics = parse_topics(st.session_state.get("run.topics", ""))
         extra = {n: st.session_state.get(f"run.input.{n}", "") for n in names if n != fan_out}
-        empty = [n for n, v in extra.items() if not v.strip()]
+        empty = [n for n, v in extra.items() if not v.strip() and n in blueprint.required]
         if empty:
             raise BlueprintError("Fill in " + ", ".join("{" + n + "}" for n in empty) + ".")
         batch_id = runner.submit(

@@ -55,3 +55,28 @@ def test_labels_are_short_and_unique() -> None:
     ).snapshot()
     labels = [crew_label(c) for c in snap.crews]
     assert len(set(labels)) == 2 and all(len(label) <= 40 for label in labels)
+
+
+def test_flow_steps_and_tasks_are_bars_around_their_llm_calls() -> None:
+    batch = Batch("f", "triage_flow", ["rust"], model_label="demo", max_concurrency=1, kind="flow")
+    run_id = batch.run_ids[0]
+    batch.mark_running(run_id)
+    t0 = batch.snapshot().created_at
+    for key, kind, name, start, end in (
+        ("s1", "step", "deep_brief", 0.1, 1.0),
+        ("t1", "task", "explain", 0.2, 0.9),
+        ("c1", "llm", "m", 0.3, 0.8),
+    ):
+        batch.record_span(
+            run_id,
+            key,
+            lambda s, k=kind, n=name, a=start, b=end: replace(
+                s, kind=k, name=n, started_at=t0 + a, finished_at=t0 + b
+            ),
+        )
+    fig = timeline_figure(batch.snapshot())
+    bars = {t.name: t for t in fig.data}
+    assert [t.name for t in fig.data][1:] == ["Flow step", "task", "LLM call"]  # drawn in order
+    assert bars["Flow step"].width > bars["task"].width > bars["LLM call"].width
+    assert bars["task"].text[0] == "task explain" and abs(bars["task"].x[0] - 0.7) < 1e-6
+    assert list(status_table(batch.snapshot())["LLM calls"]) == [1]

@@ -1,5 +1,6 @@
 import csv
 import io
+import json
 import subprocess
 import sys
 from decimal import Decimal
@@ -76,3 +77,40 @@ def test_ordinary_text_reads_back_unchanged(value: str) -> None:
     batch.mark_running(batch.run_ids[0])
     batch.mark_succeeded(batch.run_ids[0], value, None)
     assert rows(export(batch.snapshot(), "csv"))[0]["result"] == value
+
+
+def test_every_task_output_inputs_and_files_are_in_each_export() -> None:
+    from crewdash.batch import CrewState, TaskResult
+
+    batch = Batch(
+        "p",
+        "analyst_crew",
+        ["rust"],
+        model_label="m",
+        max_concurrency=1,
+        inputs=[{"topic": "rust", "audience": "=CTOs"}],
+        kind="crew",
+    )
+    run_id = batch.run_ids[0]
+    batch.mark_running(run_id)
+    tasks = [
+        TaskResult("1", "gather", "- rust facts", "Scout"),
+        TaskResult("2", "brief", "=SUM(1)"),
+    ]
+    batch.end(
+        batch.ending(run_id, CrewState.SUCCEEDED, result="final", tasks=tasks, files=["report.md"])
+    )
+    snap = batch.snapshot()
+    row = rows(export(snap, "csv"))[0]
+    assert json.loads(row["inputs"]) == {"topic": "rust", "audience": "=CTOs"}
+    assert json.loads(row["tasks"]) == [
+        {"name": "gather", "output": "- rust facts"},
+        {"name": "brief", "output": "=SUM(1)"},
+    ]
+    assert row["files"] == "report.md"
+    md = export(snap, "md")
+    assert "#### Task gather (Scout)\n\n- rust facts" in md and "#### Task brief" in md
+    assert "Files: `report.md`" in md and "analyst_crew (crew)" in md
+    data = json.loads(export(snap, "json"))
+    assert data["kind"] == "crew" and data["crews"][0]["files"] == ["report.md"]
+    assert [t["name"] for t in data["crews"][0]["tasks"]] == ["gather", "brief"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from crewdash.batch import CrewState
 from ui.session import runtime
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -264,3 +265,79 @@ def test_pages_folder_holds_only_gated_pages() -> None:
             node for node in tree.body[1:] if not isinstance(node, ast.Import | ast.ImportFrom)
         )
         assert ast.unparse(first_statement) == "require_login()", name
+
+
+PROJECTS = Path(__file__).resolve().parent / "projects"
+
+
+@pytest.fixture()
+def projects_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from tests.broken_projects import write_broken_projects
+    from tests.test_projects import write_pinned_project
+
+    write_broken_projects(tmp_path / "broken")
+    write_pinned_project(tmp_path / "pinned")
+    folders = (PROJECTS, tmp_path / "broken", tmp_path / "pinned")
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", os.pathsep.join(str(f) for f in folders))
+    monkeypatch.setenv("CREWDASH_OUTPUTS_DIR", str(tmp_path / "outputs"))
+    return tmp_path
+
+
+def test_picker_shows_each_kind_and_broken_projects_with_their_message(
+    projects_path: Path,
+) -> None:
+    at = start()
+    picker = at.sidebar.selectbox(key="sidebar.blueprint")
+    labels = set(picker.options)
+    assert {
+        "research · YAML crew",
+        "analyst_crew · crew project",
+        "brief_json · JSON crew",
+        "triage_flow · Python Flow",
+        "route_flow · declarative Flow",
+        "⚠ bad_syntax · crew project · broken",
+        "⚠ bad_json · JSON crew · broken",
+    } <= labels
+    picker.set_value("bad_syntax").run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("bad_syntax/src/bad_syntax/crew.py line 3: syntax error" in e for e in errors)
+    assert len(at.text_area) == 1  # the page still works: another blueprint can be picked
+    at.sidebar.selectbox(key="sidebar.blueprint").set_value("timing").run()
+    assert not at.exception and not at.error
+
+
+def test_project_inputs_are_prefilled_and_pinned_agents_are_named_before_run(
+    projects_path: Path,
+) -> None:
+    at = start()
+    at.sidebar.selectbox(key="sidebar.blueprint").set_value("brief_json").run()
+    assert "JSON crew" in at.caption[0].value
+    assert at.selectbox(key="run.fan_out").value == "topic"
+    assert at.text_input(key="run.input.tone").value == "plain"  # crew.jsonc's default
+    at.sidebar.selectbox(key="sidebar.blueprint").set_value("triage_flow").run()
+    assert at.text_input(key="run.input.depth").value == "quick"  # the Flow state's default
+    assert not [i for i in at.info if "pin their own model" in i.value]
+    at.sidebar.selectbox(key="sidebar.blueprint").set_value("pinned_crew").run()
+    pinned = next(i.value for i in at.info if "pin their own model" in i.value)
+    assert "**Pinned critic**: `crewdash-pinned`" in pinned and "Writer" not in pinned
+
+
+def test_a_project_batch_shows_every_task_output_steps_and_files(projects_path: Path) -> None:
+    at = start()
+    at.sidebar.selectbox(key="sidebar.blueprint").set_value("triage_flow").run()
+    at.text_input(key="run.input.depth").input("deep")
+    run_topics(at, "page subject Ax\npage subject Bx")
+    batch_id = at.session_state["run.batch_id"]
+    assert runtime().runner.batch(batch_id).wait(60)
+    at.run()
+    assert not at.exception
+    snap = runtime().runner.snapshot(batch_id)
+    assert snap.count(CrewState.SUCCEEDED) == 2 and snap.kind == "flow"
+    assert len(at.main.expander) == 2
+    captions = [c.value for c in at.main.caption]
+    assert any(c.startswith("Flow steps: intake") and "deep_brief" in c for c in captions)
+    assert [t.label for t in at.main.tabs].count("1. explain") == 2  # a tab per task output
+    assert "page subject Ax" in markdown_text(at)
+    files = [b for b in at.get("download_button") if b.proto.label == "brief.md"]
+    assert len(files) == 2

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from crewdash.batch import Batch, CrewState, Span, TokenUsage
+from crewdash.batch import Batch, CrewState, Span, TaskResult, TokenUsage
 from crewdash.runner import Runner
 from crewdash.store import Store, StoreError
 
@@ -70,7 +70,7 @@ def sample_batch(batch_id: str = "b1", topics: tuple[str, ...] = ("alpha", "beta
 
 def test_migrations_create_the_schema(store: Store) -> None:
     with store.engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0005"
 
 
 def test_round_trip_of_a_batch_with_crews_and_spans(store: Store) -> None:
@@ -105,6 +105,34 @@ def test_round_trip_of_a_batch_with_crews_and_spans(store: Store) -> None:
     assert loaded.crews[1].error == "RuntimeError: boom"
     assert loaded.done and loaded.finished_at == original.finished_at
     assert store.load("nope") is None
+
+
+def test_a_projects_inputs_task_outputs_files_steps_and_kind_are_kept(store: Store) -> None:
+    batch = Batch(
+        "p1",
+        "triage_flow",
+        ["rust", "go"],
+        model_label="demo",
+        max_concurrency=2,
+        inputs=[{"topic": "rust", "depth": "deep"}, {"topic": "go", "depth": "deep"}],
+        kind="flow",
+    )
+    store.create_batch(batch.snapshot())
+    a, _ = batch.run_ids
+    batch.mark_running(a)
+    batch.record_span(a, "step:1", lambda s: replace(s, kind="step", name="intake", started_at=1.0))
+    batch.record_task(a, TaskResult("t1", "explain", "- rust ünï", "Rust analyst"))
+    ended = batch.ending(a, CrewState.SUCCEEDED, result="done", files=["brief.md", "out/x.md"])
+    batch.end(ended)
+    store.finish_batch(batch.snapshot())
+    loaded = store.load("p1")
+    assert loaded is not None and loaded.kind == "flow"
+    crew = loaded.crews[0]
+    assert dict(crew.inputs) == {"topic": "rust", "depth": "deep"}
+    assert crew.tasks == (TaskResult("t1", "explain", "- rust ünï", "Rust analyst"),)
+    assert crew.files == ("brief.md", "out/x.md")
+    assert [(s.kind, s.name) for s in crew.spans] == [("step", "intake")]
+    assert dict(loaded.crews[1].inputs) == {"topic": "go", "depth": "deep"}
 
 
 def test_saving_twice_updates_instead_of_duplicating(store: Store) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from crewdash.batch import BatchSnapshot, CrewState
+from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState
 from crewdash.charts import (
     crew_label,
     latency_figure,
@@ -15,7 +15,9 @@ from crewdash.charts import (
     timeline_figure,
     tokens_figure,
 )
+from crewdash.config import outputs_dir
 from crewdash.exports import FORMATS, export
+from crewdash.run_context import crew_file
 
 REFRESH_SECONDS = 0.75
 
@@ -95,6 +97,46 @@ def render_batch(snap: BatchSnapshot) -> None:
                 st.markdown(crew.result or "_(empty answer)_")
             else:
                 st.error(crew.error or "failed")
+            render_crew_details(snap, crew)
+
+
+def render_crew_details(snap: BatchSnapshot, crew: CrewSnapshot) -> None:
+    """A crew's inputs, Flow steps, every task's output and the files its tasks wrote."""
+    others = {k: v for k, v in crew.inputs.items() if v != crew.topic}
+    if others:
+        st.caption("Inputs: " + " · ".join(f"`{k}` = {v}" for k, v in others.items()))
+    steps = [s for s in crew.spans if s.kind == "step"]
+    if steps:
+        st.caption(
+            "Flow steps: "
+            + " → ".join(
+                f"{s.name}" + (f" ({s.duration:.2f} s)" if s.duration is not None else "")
+                for s in steps
+            )
+        )
+    if crew.tasks:
+        tabs = st.tabs([f"{i}. {t.name}" for i, t in enumerate(crew.tasks, 1)])
+        for tab, task in zip(tabs, crew.tasks, strict=True):
+            with tab:
+                if task.agent:
+                    st.caption(f"Agent: {task.agent}")
+                st.markdown(task.output or "_(empty output)_")
+    if crew.files:
+        folder = outputs_dir() / snap.batch_id / crew.run_id
+        st.caption("Files its tasks wrote:")
+        for name in crew.files:
+            try:
+                data = crew_file(folder, name).read_bytes()
+            except FileNotFoundError:
+                st.caption(f"`{name}` (no longer on this server)")
+                continue
+            st.download_button(
+                name,
+                data,
+                file_name=name.rsplit("/", 1)[-1],
+                key=f"file.{crew.run_id}.{name}",
+                icon=":material/description:",
+            )
 
 
 def render_downloads(snap: BatchSnapshot, where: str) -> list[st.delta_generator.DeltaGenerator]:

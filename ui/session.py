@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from crewdash.blueprints import list_blueprints
+from crewdash.blueprints import describe_blueprints
 from crewdash.config import DEFAULT_BLUEPRINT
 from crewdash.demo_llm import PROFILE_KINDS, FailureRates, LatencyProfile
 from crewdash.errors import CrewdashError, SettingsError
@@ -28,6 +28,7 @@ from crewdash.llm import (
     LLMSettings,
     check_connection,
 )
+from crewdash.projects import KIND_LABELS
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime
 
@@ -282,12 +283,31 @@ def render_sidebar() -> None:
                 st.error(error, icon=":material/error:")
 
         st.subheader("Crews")
-        blueprints = list_blueprints() or [DEFAULT_BLUEPRINT]
+        infos = {i.name: i for i in describe_blueprints()}  # a broken one is listed, marked
+        blueprints = list(infos) or [DEFAULT_BLUEPRINT]
         state(
             "sidebar.blueprint",
             DEFAULT_BLUEPRINT if DEFAULT_BLUEPRINT in blueprints else blueprints[0],
         )
-        st.selectbox("Crew blueprint", blueprints, key="sidebar.blueprint")
+
+        def label(name: str) -> str:
+            info = infos.get(name)
+            if info is None:
+                return name
+            kind = KIND_LABELS.get(info.kind, info.kind)
+            return f"⚠ {name} · {kind} · broken" if info.error else f"{name} · {kind}"
+
+        st.selectbox(
+            "Crew blueprint",
+            blueprints,
+            key="sidebar.blueprint",
+            format_func=label,
+            help="YAML crews and CrewAI projects (crews and Flows) found in crews/ and "
+            "CREWDASH_CREWS_DIR. A broken one says why on the Run page.",
+        )
+        chosen = infos.get(st.session_state["sidebar.blueprint"])
+        if chosen is not None and chosen.error:
+            st.error(chosen.error, icon=":material/error:")
         state("sidebar.max_concurrency", defaults.max_concurrency)
         st.number_input(
             "Max concurrent crews",
