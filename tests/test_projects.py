@@ -363,3 +363,19 @@ def test_a_task_file_named_from_a_topic_stays_in_its_crews_folder(
     assert not (tmp_path / "escape.md").exists() and not Path("/etc/evil.md").exists()
     written = sorted(p.name for p in search_path.rglob("*.md"))
     assert written == ["escape.md", "evil.md", "plain.md"]
+
+
+def test_a_flow_times_out_or_is_cancelled_alone_like_any_crew(runner: Runner) -> None:
+    slow = RunSettings(crew_timeout_s=0.2)  # the demo model answers in 0.5 s
+    snap = finish(runner, runner.submit("route_flow", ["late a", "late b"], slow))
+    assert [c.state for c in snap.crews] == [CrewState.TIMED_OUT] * 2
+    assert all(any(s.kind == "step" for s in c.spans) for c in snap.crews)
+    batch_id = runner.submit("triage_flow", topics_for("cancel", 3))
+    deadline = time.time() + 10
+    while not runner.snapshot(batch_id).count(CrewState.RUNNING) and time.time() < deadline:
+        time.sleep(0.02)
+    victim = runner.snapshot(batch_id).crews[0].run_id
+    assert runner.cancel_crew(batch_id, victim)
+    snap = finish(runner, batch_id)
+    assert snap.crews[0].state is CrewState.CANCELLED
+    assert [c.state for c in snap.crews[1:]] == [CrewState.SUCCEEDED] * 2
