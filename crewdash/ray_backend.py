@@ -295,7 +295,9 @@ class RayBackend:
                     await started(batch.crew(job.run_id))
                 if ending is not None:  # numbered as in the real batch, not the worker's own
                     mine = batch.crew(job.run_id)
-                    return replace(ending, index=mine.index, queued_at=mine.queued_at)
+                    return replace(
+                        ending, index=mine.index, queued_at=mine.queued_at, inputs=mine.inputs
+                    )
             raise RuntimeError("the Ray worker ended the crew without a result")
         except asyncio.CancelledError:
             if stream is not None:
