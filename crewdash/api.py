@@ -25,13 +25,15 @@ from sse_starlette.sse import EventSourceResponse
 from crewdash.batch import BatchSnapshot, CrewSnapshot
 from crewdash.blueprints import list_blueprints
 from crewdash.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS
-from crewdash.errors import CrewdashError, UnknownBatchError
+from crewdash.errors import BatchElsewhereError, CrewdashError, UnknownBatchError
 from crewdash.exports import FORMATS, batch_dict, export
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime
 from crewdash.topics import TOPIC_PATTERN, parse_topics
 
 log = logging.getLogger(__name__)
+LIVE_POLL_S = 0.1  # a batch of this process: its snapshot is in memory
+STORED_POLL_S = 0.5  # a batch another server runs: read from the database, changes only
 Topic = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_TOPIC_CHARS, pattern=TOPIC_PATTERN),
@@ -278,12 +280,29 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
     )
     async def batch_events(request: Request, batch_id: str) -> EventSourceResponse:
         """Server-sent events: `crew` on every state change, `done` with the figures at the end."""
-        await snapshot(request, batch_id)  # 404 before the stream starts
+        runtime = rt(request)
+        first = await snapshot(request, batch_id)  # 404 before the stream starts
+        try:
+            live = runtime.runner.batch(batch_id)
+        except UnknownBatchError:
+            live = None  # another server's (or a finished) batch: its rows in the store
+
+        async def snapshots() -> AsyncIterator[BatchSnapshot]:
+            snap, store = first, runtime.store
+            while True:
+                yield snap
+                if live is not None:
+                    await asyncio.sleep(LIVE_POLL_S)
+                    snap = live.snapshot()
+                elif store is not None:
+                    await asyncio.sleep(STORED_POLL_S)
+                    snap = await asyncio.to_thread(store.refresh, snap)
+                else:  # pragma: no cover - without a store every batch is this runner's
+                    return
 
         async def stream() -> AsyncIterator[dict[str, str]]:
             sent: dict[str, str] = {}
-            while True:
-                snap = await snapshot(request, batch_id)
+            async for snap in snapshots():
                 for crew in snap.crews:
                     if sent.get(crew.run_id) != crew.state.value:
                         sent[crew.run_id] = crew.state.value
@@ -293,19 +312,31 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
                     return
                 if await request.is_disconnected():
                     return
-                await asyncio.sleep(0.1)
 
         return EventSourceResponse(stream(), ping=15)
 
-    @app.post("/batches/{batch_id}/cancel", response_model=CancelResult, responses=PROBLEMS)
+    @app.post(
+        "/batches/{batch_id}/cancel",
+        response_model=CancelResult,
+        responses={**PROBLEMS, 409: {"model": Problem}},
+    )
     async def cancel(request: Request, batch_id: str) -> CancelResult:
-        """Cancel the crews still queued or running; finished results stay."""
+        """Cancel the crews still queued or running; finished results stay. A batch of a server
+        that has stopped ends at once (its crews as interrupted); one another live server runs
+        is a 409: only that server can stop its crews."""
         runtime = rt(request)
         try:
             return CancelResult(batch_id=batch_id, cancelled=runtime.runner.cancel(batch_id))
         except UnknownBatchError:
-            await snapshot(request, batch_id)  # 404 if it is not in the history either
-            return CancelResult(batch_id=batch_id, cancelled=0)
+            if runtime.store is None:
+                raise
+            try:
+                ended = await asyncio.to_thread(
+                    runtime.store.end_orphan, batch_id, runtime.liveness.lease_s
+                )
+            except BatchElsewhereError as exc:
+                raise HTTPException(status_code=409, detail=str(exc)) from None
+            return CancelResult(batch_id=batch_id, cancelled=ended)
 
     @app.post(
         "/batches/{batch_id}/crews/{run_id}/cancel", response_model=CancelResult, responses=PROBLEMS

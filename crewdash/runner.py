@@ -225,8 +225,13 @@ class Runner:
                     await asyncio.shield(self._finish(batch, self._stopped(batch, crew.run_id)))
             self._tasks.pop(batch.batch_id, None)
             self._cancelled.difference_update({batch.batch_id, *batch.run_ids})
+            # here, not after: when close() cancels this task its crews end, so the batch does
+            await asyncio.shield(self._save_end(batch))
+
+    async def _save_end(self, batch: Batch) -> None:
+        """Write the batch's end, late spans included (on shutdown close() has its deadline)."""
         if self.store is not None:
-            await asyncio.to_thread(crewai_event_bus.flush, 10)  # late spans go in too
+            await asyncio.to_thread(crewai_event_bus.flush, 1 if self._shutting_down else 10)
             await self._persist(self.store.finish_batch, batch.snapshot())
 
     async def _persist(self, write: Callable[..., None], *args: Any) -> None:

@@ -6,11 +6,15 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
+from crewdash.batch import Batch, TokenUsage
 from crewdash.store import Store
 from tests.api_server import api_server
 
@@ -258,21 +262,26 @@ def start_until_half_done(client: httpx.Client, topics: list[str]) -> tuple[str,
     return batch_id, {c["topic"]: c["result"] for c in crews if c["state"] == "succeeded"}
 
 
+SHORT_LEASE = {"CREWDASH_OWNER_HEARTBEAT_S": "0.5", "CREWDASH_OWNER_LEASE_S": "6"}
+
+
 def test_kill_9_mid_batch_then_restart_keeps_finished_and_marks_the_rest(tmp_path: Path) -> None:
     import os
     import signal
 
     topics = [f"durable {i}" for i in range(8)]
-    with api_server(tmp_path, CREWDASH_DEMO_PROFILE="hosted") as url:
+    with api_server(tmp_path, CREWDASH_DEMO_PROFILE="hosted", **SHORT_LEASE) as url:
         client = httpx.Client(base_url=url, timeout=30)
         batch_id, finished_before = start_until_half_done(client, topics)
         pid = client.get("/healthz").json()["pid"]
         os.kill(pid, signal.SIGKILL)
         client.close()
     assert finished_before and len(finished_before) < len(topics)
-    with api_server(tmp_path) as url, httpx.Client(base_url=url, timeout=30) as client:
-        body = client.get(f"/batches/{batch_id}").json()
-    assert body["done"]
+    with (
+        api_server(tmp_path, **SHORT_LEASE) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        body = wait_done(client, batch_id)  # once the dead server's lease has run out
     after = {c["topic"]: c for c in body["crews"]}
     for topic, result in finished_before.items():
         assert after[topic]["state"] == "succeeded" and after[topic]["result"] == result
@@ -335,3 +344,212 @@ def test_cancel_one_crew_through_the_api(api: httpx.Client) -> None:
     assert done["crews"][1]["state"] in ("cancelled", "succeeded")  # it may have won the race
     missing = api.post(f"/batches/{body['batch_id']}/crews/nope/cancel")
     assert missing.status_code == 404
+
+
+def read_events(client: httpx.Client, path: str, deadline: float) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    """The SSE events of `path` up to `done` (or the deadline: pings come every 15 s)."""
+    events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+    with client.stream("GET", path) as stream:
+        assert stream.status_code == 200
+        name = ""
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((name, json.loads(line.split(":", 1)[1])))
+                if name == "done":
+                    break
+            if time.time() > deadline:
+                break
+    return events
+
+
+def test_a_killed_servers_batch_ends_within_its_lease_on_a_replacement_pod(
+    tmp_path: Path,
+) -> None:
+    """kill -9, then a server with another host name (a replaced pod; in a container the PID
+    would be 1 again): the old batch must not stay running forever."""
+    import os
+    import signal
+
+    lease = float(SHORT_LEASE["CREWDASH_OWNER_LEASE_S"])
+    heartbeat = float(SHORT_LEASE["CREWDASH_OWNER_HEARTBEAT_S"])
+    with api_server(tmp_path, CREWDASH_DEMO_LATENCY="30", **SHORT_LEASE) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            topics = ["slow a", "slow b", "slow c"]
+            batch_id = client.post("/batches", json={"topics": topics, "blueprint": "timing"})
+            batch_id = batch_id.json()["batch_id"]
+            while "running" not in {
+                c["state"] for c in client.get(f"/batches/{batch_id}").json()["crews"]
+            }:
+                time.sleep(0.05)
+            os.kill(client.get("/healthz").json()["pid"], signal.SIGKILL)
+            killed = time.time()
+    with (
+        api_server(tmp_path, hostname="replacement-pod", **SHORT_LEASE) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        up = time.time()
+        events = read_events(client, f"/batches/{batch_id}/events", deadline=time.time() + 40)
+        ended = time.time()
+        body = client.get(f"/batches/{batch_id}").json()
+        again = client.post(f"/batches/{batch_id}/cancel")
+        listed = client.get("/batches").json()
+    assert events and events[-1][0] == "done", f"no done event: {events[-3:]}"
+    assert events[-1][1]["done"] is True
+    assert body["done"] and [c["state"] for c in body["crews"]] == ["interrupted"] * 3
+    assert again.status_code == 200 and again.json()["cancelled"] == 0
+    assert listed[0]["state"] == "interrupted" and listed[0]["finished_at"] is not None
+    # the bound: lease + one sweep interval after the kill, or at once if the new server
+    # only came up after that (its first sweep); generous room for a busy machine
+    assert ended - killed <= max(lease + heartbeat, up - killed) + 10
+
+
+class CountingStore(Store):
+    """The real store, counting full loads of a batch."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.loads = 0
+        self._count = threading.Lock()
+
+    def load(self, batch_id: str):  # type: ignore[no-untyped-def]
+        with self._count:
+            self.loads += 1
+        return super().load(batch_id)
+
+
+@contextmanager
+def in_process_api(store: Store) -> Iterator[str]:
+    """The API under uvicorn over real HTTP, in this process so the test can see its store."""
+    import uvicorn
+
+    from crewdash.api import create_app
+    from crewdash.demo_llm import LatencyProfile
+    from crewdash.runner import RunSettings
+    from crewdash.runtime import Liveness, Runtime
+    from tests.browser import free_port
+
+    def runtime() -> Runtime:
+        # a long heartbeat: no sweep of its own during the test, leases are set by hand
+        liveness = Liveness(heartbeat_s=600, lease_s=1200)
+        return Runtime(
+            RunSettings(), LatencyProfile(kind="fixed", seconds=0.1), store, liveness=liveness
+        )
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started:
+        assert thread.is_alive() and time.time() < deadline, "the API did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def another_servers_batch(owner: Store, batch_id: str, crews: int, spans: int = 0) -> Batch:
+    """A batch `owner` runs: the first half of its crews done, the rest running."""
+    batch = Batch(
+        batch_id,
+        "timing",
+        [f"t{i}" for i in range(crews)],
+        model_label="demo",
+        max_concurrency=crews,
+    )
+    owner.create_batch(batch.snapshot())
+    for i, run_id in enumerate(batch.run_ids):
+        batch.mark_running(run_id)
+        for k in range(spans):
+            batch.record_span(
+                run_id, f"call-{k}", lambda s: replace(s, name="demo", started_at=1.0)
+            )
+        if i < crews // 2:
+            batch.mark_succeeded(run_id, f"t{i} done", TokenUsage(1, 1, 2))
+        owner.save_crew(batch_id, batch.crew(run_id))
+    return batch
+
+
+def test_twenty_watchers_of_another_servers_batch_leave_the_server_responsive(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    store, other = CountingStore(url), Store(url)
+    watchers, crews = 20, 100
+    batch = another_servers_batch(other, "elsewhere", crews, spans=3)
+    received: list[list[tuple[str, dict]]] = []  # type: ignore[type-arg]
+    health: list[float] = []
+    try:
+        with in_process_api(store) as base, httpx.Client(base_url=base, timeout=60) as client:
+
+            def watch() -> None:
+                with httpx.Client(base_url=base, timeout=60) as own:
+                    received.append(read_events(own, "/batches/elsewhere/events", time.time() + 60))
+
+            threads = [threading.Thread(target=watch) for _ in range(watchers)]
+            for thread in threads:
+                thread.start()
+            time.sleep(1.0)  # every watcher connected and polling
+            until = time.time() + 3.0
+            while time.time() < until:
+                started = time.perf_counter()
+                assert client.get("/healthz").status_code == 200
+                health.append(time.perf_counter() - started)
+                time.sleep(0.05)
+            loads_while_watching = store.loads
+            for run_id in batch.run_ids[crews // 2 :]:  # the other server finishes its crews
+                batch.mark_succeeded(run_id, "late", TokenUsage(1, 1, 2))
+                other.save_crew("elsewhere", batch.crew(run_id))
+            other.finish_batch(batch.snapshot())
+            for thread in threads:
+                thread.join(60)
+    finally:
+        other.close()
+    health.sort()
+    median, worst = health[len(health) // 2], health[-1]
+    print(f"healthz: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms; loads {store.loads}")
+    assert len(received) == watchers
+    for events in received:
+        assert events[-1][0] == "done" and events[-1][1]["counts"] == {"succeeded": crews}
+        finals = [e for n, e in events if n == "crew" and e["state"] == "succeeded"]
+        assert sorted(e["index"] for e in finals) == list(range(crews))
+    assert loads_while_watching <= watchers  # one per watcher, to start: no reloads
+    assert store.loads <= watchers
+    assert median < 0.1 and worst < 1.0
+
+
+def test_cancel_of_a_dead_servers_batch_ends_it_and_a_live_ones_is_a_409(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    store, gone, alive = Store(url), Store(url), Store(url)
+    another_servers_batch(gone, "dead", 4)
+    another_servers_batch(alive, "alive", 4)
+    try:
+        with in_process_api(store) as base, httpx.Client(base_url=base, timeout=60) as client:
+            with store.engine.begin() as conn:  # its last heartbeat long ago: it was killed
+                conn.execute(
+                    text("update owners set heartbeat_at = :t where id = :o"),
+                    {"t": time.time() - 3600, "o": gone.owner_id},
+                )
+            cancelled = client.post("/batches/dead/cancel")
+            dead = client.get("/batches/dead").json()
+            events = read_events(client, "/batches/dead/events", time.time() + 30)
+            refused = client.post("/batches/alive/cancel")
+            still = client.get("/batches/alive").json()
+    finally:
+        gone.close()
+        alive.close()
+    assert cancelled.status_code == 200 and cancelled.json()["cancelled"] == 2
+    assert (
+        dead["done"]
+        and [c["state"] for c in dead["crews"]] == ["succeeded"] * 2 + ["interrupted"] * 2
+    )
+    assert events[-1][0] == "done"
+    assert refused.status_code == 409
+    assert "runs on another server" in refused.json()["detail"]
+    assert not still["done"]  # nothing of a live server's batch was touched

@@ -326,3 +326,22 @@ def test_a_batch_limit_below_the_process_cap_lets_later_batches_use_the_free_slo
     b1, b2 = (c.started_at or 0 for c in snaps[1].crews)
     assert max(b1, b2) < a2  # the second batch did not wait behind the first one's own limit
     assert a2 - a1 >= 0.9  # while the first batch ran one crew at a time
+
+
+def test_close_with_crews_in_flight_writes_the_batchs_end_too(demo_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from crewdash.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'history.db'}")
+    r = Runner(max_concurrency=1, demo_base_url=lambda: demo_server.base_url, store=store)
+    try:
+        batch_id = r.submit("timing", ["runs", "waits"])
+        time.sleep(0.2)
+        r.close()  # what SIGTERM does
+        (row,) = store.list_batches()
+        saved = store.load(batch_id)
+    finally:
+        store.close()
+    assert saved is not None and saved.done
+    assert [c.state for c in saved.crews] == [CrewState.INTERRUPTED] * 2
+    assert row.finished_at is not None and row.finished_at == saved.finished_at
+    assert row.state == "interrupted" and row.wall_s is not None
