@@ -326,3 +326,60 @@ def test_a_batch_limit_below_the_process_cap_lets_later_batches_use_the_free_slo
     b1, b2 = (c.started_at or 0 for c in snaps[1].crews)
     assert max(b1, b2) < a2  # the second batch did not wait behind the first one's own limit
     assert a2 - a1 >= 0.9  # while the first batch ran one crew at a time
+
+
+def test_a_cancel_counts_the_crews_it_stopped_and_a_second_one_counts_none(demo_server) -> None:  # type: ignore[no-untyped-def]
+    from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=1.5)) as slow:
+        r = Runner(max_concurrency=3, demo_base_url=lambda: slow.base_url)
+        try:
+            batch_id = r.submit("timing", [f"c{i}" for i in range(5)])  # 3 run, 2 wait
+            time.sleep(0.3)
+            assert r.cancel(batch_id) == 5
+            assert r.snapshot(batch_id).done  # the count is of crews already ended
+            assert r.cancel(batch_id) == 0
+            assert not r.cancel_crew(batch_id, r.batch(batch_id).run_ids[0])
+        finally:
+            r.close()
+
+
+def test_cancelling_a_crew_twice_stops_it_once(demo_server) -> None:  # type: ignore[no-untyped-def]
+    from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=1.5)) as slow:
+        r = Runner(demo_base_url=lambda: slow.base_url)
+        try:
+            batch_id = r.submit("timing", ["keep", "drop"])
+            victim = r.batch(batch_id).run_ids[1]
+            assert r.cancel_crew(batch_id, victim)
+            assert r.batch(batch_id).crew(victim).state is CrewState.CANCELLED
+            assert not r.cancel_crew(batch_id, victim)
+            assert r.cancel(batch_id) == 1  # only "keep" was left
+        finally:
+            r.close()
+
+
+def test_racing_cancels_count_each_crew_once_and_only_if_it_ended_cancelled(
+    runner: Runner,
+) -> None:
+    import threading
+
+    for trial in range(8):
+        batch_id = runner.submit("timing", [f"race {trial}-{i}" for i in range(5)])
+        batch = runner.batch(batch_id)
+        # cancel just as crews finish: some keep their result, the rest are stopped
+        while not any(c.state.final for c in batch.snapshot().crews):
+            time.sleep(0.001)
+        counts: list[int] = []
+        callers = [
+            threading.Thread(target=lambda: counts.append(runner.cancel(batch_id)))
+            for _ in range(2)
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        snap = finish(runner, batch_id)
+        assert sum(counts) == snap.count(CrewState.CANCELLED), (trial, counts, snap.crews)
+        assert snap.count(CrewState.CANCELLED) + snap.count(CrewState.SUCCEEDED) == 5
