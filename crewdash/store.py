@@ -451,18 +451,25 @@ class Store:
     def list_batches(
         self, search: str | None = None, limit: int = 200, offset: int = 0
     ) -> list[BatchSummary]:
-        """Newest first; `search` matches topics, blueprint, model or the batch id."""
+        """Newest first; `search` matches topics, blueprint, model or the batch id, as plain
+        text (`%` and `_` are themselves, not LIKE wildcards), ignoring case."""
+        if search and "\x00" in search:
+            return []  # nothing stored holds NUL (PostgreSQL cannot), and it must not reach it
         with Session(self.engine) as session:
             query = select(BatchRow).order_by(BatchRow.created_at.desc())
             if search:
-                like = f"%{search.lower()}%"
-                matching = select(CrewRow.batch_id).where(func.lower(CrewRow.topic).like(like))
+                text = search.lower()
+
+                def has(column: Any) -> Any:
+                    return func.lower(column).contains(text, autoescape=True)
+
+                matching = select(CrewRow.batch_id).where(has(CrewRow.topic))
                 query = query.where(
                     or_(
                         BatchRow.id.in_(matching),
-                        func.lower(BatchRow.blueprint).like(like),
-                        func.lower(BatchRow.model_label).like(like),
-                        func.lower(BatchRow.id).like(like),
+                        has(BatchRow.blueprint),
+                        has(BatchRow.model_label),
+                        has(BatchRow.id),
                     )
                 )
             batches = session.scalars(query.limit(limit).offset(offset)).all()

@@ -36,3 +36,14 @@ def test_module_entry_point_help() -> None:
         check=True,
     )
     assert "run" in result.stdout and "demo-llm" in result.stdout
+
+
+def test_a_byte_order_mark_at_the_start_of_a_topic_file_is_not_part_of_the_topic(
+    tmp_path: Path,
+) -> None:
+    topics = tmp_path / "topics.txt"
+    topics.write_bytes("alpha\nbeta\n".encode("utf-8-sig"))  # as Windows Notepad saves it
+    out = tmp_path / "run.json"
+    args = ["run", "alpha", "--file", str(topics), "--latency", "0", "--no-history"]
+    assert main([*args, "--blueprint", "timing", "--json", str(out)]) == 0
+    assert [c["topic"] for c in json.loads(out.read_text())["crews_detail"]] == ["alpha", "beta"]

@@ -345,3 +345,60 @@ def test_close_with_crews_in_flight_writes_the_batchs_end_too(demo_server, tmp_p
     assert [c.state for c in saved.crews] == [CrewState.INTERRUPTED] * 2
     assert row.finished_at is not None and row.finished_at == saved.finished_at
     assert row.state == "interrupted" and row.wall_s is not None
+
+
+def test_a_cancel_counts_the_crews_it_stopped_and_a_second_one_counts_none(demo_server) -> None:  # type: ignore[no-untyped-def]
+    from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=1.5)) as slow:
+        r = Runner(max_concurrency=3, demo_base_url=lambda: slow.base_url)
+        try:
+            batch_id = r.submit("timing", [f"c{i}" for i in range(5)])  # 3 run, 2 wait
+            time.sleep(0.3)
+            assert r.cancel(batch_id) == 5
+            assert r.snapshot(batch_id).done  # the count is of crews already ended
+            assert r.cancel(batch_id) == 0
+            assert not r.cancel_crew(batch_id, r.batch(batch_id).run_ids[0])
+        finally:
+            r.close()
+
+
+def test_cancelling_a_crew_twice_stops_it_once(demo_server) -> None:  # type: ignore[no-untyped-def]
+    from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=1.5)) as slow:
+        r = Runner(demo_base_url=lambda: slow.base_url)
+        try:
+            batch_id = r.submit("timing", ["keep", "drop"])
+            victim = r.batch(batch_id).run_ids[1]
+            assert r.cancel_crew(batch_id, victim)
+            assert r.batch(batch_id).crew(victim).state is CrewState.CANCELLED
+            assert not r.cancel_crew(batch_id, victim)
+            assert r.cancel(batch_id) == 1  # only "keep" was left
+        finally:
+            r.close()
+
+
+def test_racing_cancels_count_each_crew_once_and_only_if_it_ended_cancelled(
+    runner: Runner,
+) -> None:
+    import threading
+
+    for trial in range(8):
+        batch_id = runner.submit("timing", [f"race {trial}-{i}" for i in range(5)])
+        batch = runner.batch(batch_id)
+        # cancel just as crews finish: some keep their result, the rest are stopped
+        while not any(c.state.final for c in batch.snapshot().crews):
+            time.sleep(0.001)
+        counts: list[int] = []
+        callers = [
+            threading.Thread(target=lambda: counts.append(runner.cancel(batch_id)))
+            for _ in range(2)
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        snap = finish(runner, batch_id)
+        assert sum(counts) == snap.count(CrewState.CANCELLED), (trial, counts, snap.crews)
+        assert snap.count(CrewState.CANCELLED) + snap.count(CrewState.SUCCEEDED) == 5

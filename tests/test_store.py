@@ -140,6 +140,30 @@ def test_history_lists_newest_first_with_figures_and_search(store: Store) -> Non
     assert store.list_batches(search="no such thing") == []
 
 
+def test_search_is_plain_text_not_a_like_pattern(store: Store) -> None:
+    topics = (("alpha", "beta"), ("rates_2024",), ("100% sure",), ("a/b and a\\b",))
+    for i, these in enumerate(topics):
+        store.create_batch(sample_batch(f"b{i}", these).snapshot())
+
+    def found(search: str) -> list[str]:
+        return sorted(s.batch_id for s in store.list_batches(search=search))
+
+    assert found("s_") == ["b1"]  # not "s then any character" ("research" has "se")
+    assert found("_") == ["b1"]
+    assert found("%") == ["b2"]
+    assert found("0% S") == ["b2"]
+    assert found("a/b") == ["b3"] and found("a\\b") == ["b3"]  # the escape characters too
+    assert found("/") == ["b3"]
+
+
+@pytest.mark.parametrize("search", ["\x00", "a\x00b", "research\x00"])
+def test_a_nul_byte_in_the_search_matches_nothing_and_never_reaches_the_database(
+    store: Store, search: str
+) -> None:
+    store.create_batch(sample_batch().snapshot())
+    assert store.list_batches(search=search) == []  # PostgreSQL refuses NUL in text outright
+
+
 def half_run_batch(owner: Store, batch_id: str = "b1") -> Batch:
     """A batch of `owner` with one crew done, one running and one queued, as its rows are."""
     batch = sample_batch(batch_id, topics=("done", "in flight", "waiting"))
