@@ -499,7 +499,7 @@ def test_twenty_watchers_of_another_servers_batch_leave_the_server_responsive(
     url = f"sqlite:///{tmp_path / 'history.db'}"
     store, other = CountingStore(url), Store(url)
     watchers, crews = 20, 100
-    batch = another_servers_batch(other, "elsewhere", crews, spans=3)
+    batch = another_servers_batch(other, "e15e00000001", crews, spans=3)
     received: list[list[tuple[str, dict]]] = []  # type: ignore[type-arg]
     health: list[float] = []
     try:
@@ -507,7 +507,7 @@ def test_twenty_watchers_of_another_servers_batch_leave_the_server_responsive(
 
             def watch() -> None:
                 with httpx.Client(base_url=base, timeout=60) as own:
-                    received.append(read_events(own, "/batches/elsewhere/events", time.time() + 60))
+                    received.append(read_events(own, "/batches/e15e00000001/events", time.time() + 60))
 
             threads = [threading.Thread(target=watch) for _ in range(watchers)]
             for thread in threads:
@@ -522,7 +522,7 @@ def test_twenty_watchers_of_another_servers_batch_leave_the_server_responsive(
             loads_while_watching = store.loads
             for run_id in batch.run_ids[crews // 2 :]:  # the other server finishes its crews
                 batch.mark_succeeded(run_id, "late", TokenUsage(1, 1, 2))
-                other.save_crew("elsewhere", batch.crew(run_id))
+                other.save_crew("e15e00000001", batch.crew(run_id))
             other.finish_batch(batch.snapshot())
             for thread in threads:
                 thread.join(60)
@@ -544,8 +544,8 @@ def test_twenty_watchers_of_another_servers_batch_leave_the_server_responsive(
 def test_cancel_of_a_dead_servers_batch_ends_it_and_a_live_ones_is_a_409(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'history.db'}"
     store, gone, alive = Store(url), Store(url), Store(url)
-    another_servers_batch(gone, "dead", 4)
-    another_servers_batch(alive, "alive", 4)
+    another_servers_batch(gone, "dead00000001", 4)
+    another_servers_batch(alive, "a11e00000001", 4)
     try:
         with in_process_api(store) as base, httpx.Client(base_url=base, timeout=60) as client:
             with store.engine.begin() as conn:  # its last heartbeat long ago: it was killed
@@ -553,11 +553,11 @@ def test_cancel_of_a_dead_servers_batch_ends_it_and_a_live_ones_is_a_409(tmp_pat
                     text("update owners set heartbeat_at = :t where id = :o"),
                     {"t": time.time() - 3600, "o": gone.owner_id},
                 )
-            cancelled = client.post("/batches/dead/cancel")
-            dead = client.get("/batches/dead").json()
-            events = read_events(client, "/batches/dead/events", time.time() + 30)
-            refused = client.post("/batches/alive/cancel")
-            still = client.get("/batches/alive").json()
+            cancelled = client.post("/batches/dead00000001/cancel")
+            dead = client.get("/batches/dead00000001").json()
+            events = read_events(client, "/batches/dead00000001/events", time.time() + 30)
+            refused = client.post("/batches/a11e00000001/cancel")
+            still = client.get("/batches/a11e00000001").json()
     finally:
         gone.close()
         alive.close()
