@@ -115,17 +115,31 @@ class Runtime:
         self.default_settings = default_settings
         self.demo_profile = demo_profile
         self.store = store
-        self.interrupted_at_start = store.interrupt_orphans() if store is not None else 0
         self.demo_failures = demo_failures or FailureRates()
         self._demos: dict[tuple[LatencyProfile, FailureRates], DemoLLMServer] = {}
         self._demo_lock = threading.Lock()
-        self.runner = Runner(
-            max_concurrency=default_settings.max_concurrency,
-            demo_base_url=self.demo_base_url,
-            store=store,
-            backend=backend,
-        )
-        self.jobs = JobRunner()
+        try:
+            self.interrupted_at_start = store.interrupt_orphans() if store is not None else 0
+            self.runner = Runner(
+                max_concurrency=default_settings.max_concurrency,
+                demo_base_url=self.demo_base_url,
+                store=store,
+                backend=backend,
+            )
+            self.jobs = JobRunner()
+        except BaseException:
+            self._abandon(backend)
+            raise
+
+    def _abandon(self, backend: Backend | None) -> None:
+        """Undo a start that failed half-way: the runner's thread, the backend, the store."""
+        if hasattr(self, "runner"):
+            self.close()  # the runner closes the backend
+            return
+        if backend is not None:
+            backend.close()
+        if self.store is not None:
+            self.store.close()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
@@ -141,10 +155,11 @@ class Runtime:
             raise SettingsError(f"CREWDASH_DEMO_FAILURES: {exc}") from None
         backend = backend_from_env(env)  # first: a wrong cluster address fails before anything
         try:
-            return cls(settings, profile, Store(env.get("DATABASE_URL") or None), failures, backend)
+            store = Store(env.get("DATABASE_URL") or None)
         except BaseException:
             backend.close()
             raise
+        return cls(settings, profile, store, failures, backend)  # which closes both if it fails
 
     def snapshot(self, batch_id: str) -> BatchSnapshot:
         """A batch from this process's runner (live), else from the history database."""

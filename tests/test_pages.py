@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pages.session import runtime
+from tests.leaks import held, settled
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 # Calling the cached runtime from the test thread is "bare mode" for Streamlit; that is expected.
@@ -247,3 +248,40 @@ def test_bring_your_own_crew_placeholders_become_inputs(
     assert runtime().runner.batch(batch_id).wait(30)
     results = [c.result for c in runtime().runner.snapshot(batch_id).crews]
     assert results == ["edge AI for CTOs", "RAG for CTOs"]
+
+
+def test_a_crews_folder_of_ones_own_keeps_the_built_in_blueprints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "mine" / "config"
+    mine.mkdir(parents=True)
+    (mine / "agents.yaml").write_text("a:\n  role: R\n  goal: G {topic}\n  backstory: B\n")
+    (mine / "tasks.yaml").write_text(
+        "t:\n  description: D {topic}\n  expected_output: E\n  agent: a\n"
+    )
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
+    at = start()
+    assert not at.error
+    options = at.sidebar.selectbox(key="sidebar.blueprint").options
+    assert {"mine", "research", "timing"} <= set(options)
+
+
+def test_a_failed_start_says_why_and_leaves_nothing_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every load of a dashboard that cannot start used to leave a runner thread and a demo model
+    server (with its listening socket) behind; now a failed start closes what it began."""
+    monkeypatch.setattr("crewdash.blueprints.CREWS_DIR", tmp_path)  # a broken install
+
+    def load() -> None:
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.run()
+        assert not at.exception
+        assert len(at.error) == 1
+        assert at.error[0].value.startswith("crewdash cannot start: no blueprint named 'timing'")
+
+    load()  # Streamlit starts its own long-lived threads on a first run
+    before = held()
+    for _ in range(4):
+        load()
+    assert settled(before) == before

@@ -1,8 +1,11 @@
+from pathlib import Path
+
 import pytest
 
 from crewdash.batch import CrewState
 from crewdash.errors import SettingsError
 from crewdash.runtime import Runtime, demo_profile_from_env
+from tests.leaks import held, settled
 
 
 def test_demo_profile_from_env() -> None:
@@ -44,3 +47,30 @@ def test_runtime_starts_the_demo_model_on_first_use_and_runs_a_batch() -> None:
     finally:
         rt.close()
     assert rt.demo is None
+
+
+def test_a_start_that_fails_after_the_runner_started_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing_job_runner() -> None:
+        raise RuntimeError("injected start failure")
+
+    monkeypatch.setattr("crewdash.runtime.JobRunner", failing_job_runner)
+    before = held()
+    for _ in range(4):
+        with pytest.raises(RuntimeError, match="injected start failure"):
+            Runtime.from_env({"CREWDASH_DEMO_LATENCY": "0.1"})
+    assert settled(before) == before
+
+
+def test_a_runtime_with_a_users_crews_folder_warms_up_on_the_built_in_timing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mine" / "config").mkdir(parents=True)
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
+    rt = Runtime.from_env({"CREWDASH_DEMO_LATENCY": "0.1"})
+    try:
+        rt.warm_up().result(60)
+        assert rt.demo is not None and rt.demo.stats.requests == 1
+    finally:
+        rt.close()
