@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from crewdash.errors import SettingsError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The built-in blueprints (`research`, `timing`): always on the search path, so the warm-up and the
 # benchmarks never depend on a user's folder.
@@ -45,27 +47,27 @@ def quiet_crewai_logs() -> None:
 
 
 def env_int(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
-    """An integer from the environment, with a clear error naming the variable."""
+    """An integer from the environment; a `SettingsError` (a ValueError too) naming the variable."""
     raw = (os.environ if env is None else env).get(name, "").strip()
     if not raw:
         return default
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
 
 
 def env_float(
     name: str, default: float | None, env: Mapping[str, str] | None = None
 ) -> float | None:
-    """A float from the environment, with a clear error naming the variable."""
+    """A float from the environment; a `SettingsError` (a ValueError too) naming the variable."""
     raw = (os.environ if env is None else env).get(name, "").strip()
     if not raw:
         return default
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
 def crews_path(env: Mapping[str, str] | None = None) -> list[Path]:

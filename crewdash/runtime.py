@@ -26,6 +26,7 @@ from crewdash.errors import SettingsError, UnknownBatchError
 from crewdash.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
 from crewdash.jobs import JobRunner
 from crewdash.llm import LLMSettings, default_llm_settings
+from crewdash.pricing import check_prices_file
 from crewdash.runner import Runner, RunSettings
 from crewdash.store import Store
 
@@ -153,6 +154,7 @@ class Runtime:
             failures = FailureRates.parse(env.get("CREWDASH_DEMO_FAILURES", ""), profile.seed)
         except ValueError as exc:
             raise SettingsError(f"CREWDASH_DEMO_FAILURES: {exc}") from None
+        check_prices_file(env)
         backend = backend_from_env(env)  # first: a wrong cluster address fails before anything
         try:
             store = Store(env.get("DATABASE_URL") or None)

@@ -260,6 +260,30 @@ def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and "secret" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "name, value",
+    [("CREWDASH_MAX_CONCURRENCY", "abc"), ("CREWDASH_PRICES_FILE", "/no/such/prices.yaml")],
+)
+def test_a_bad_setting_is_one_clear_line(name: str, value: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.browser import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "crewdash.api:app", "--port", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, name: value},
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if name in line]
+    assert len(errors) == 1 and f"crewdash cannot start: {name}" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
 def start_until_half_done(client: httpx.Client, topics: list[str]) -> tuple[str, dict[str, str]]:
     """Start a batch and return once some crews have finished and others still run."""
     batch_id = client.post("/batches", json={"topics": topics}).json()["batch_id"]

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from crewdash.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,3 +61,25 @@ def test_run_with_a_users_crews_folder_still_has_the_built_ins(tmp_path: Path) -
         )
         assert result.returncode == 0, result.stderr
         assert "1/1 succeeded" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CREWDASH_DEMO_SEED": "abc"},
+        {"CREWDASH_DEMO_LATENCY": "soon"},
+        {"CREWDASH_RUNNER": "ray", "CREWDASH_RAY_WORKERS": "many"},
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_code_2(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "crewdash", "run", "x", "--no-history"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {list(env)[-1]} must be a")

@@ -285,3 +285,23 @@ def test_a_failed_start_says_why_and_leaves_nothing_running(
     for _ in range(4):
         load()
     assert settled(before) == before
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("CREWDASH_MAX_CONCURRENCY", "abc", "must be a whole number, got 'abc'"),
+        ("CREWDASH_DEMO_LATENCY", "soon", "must be a number, got 'soon'"),
+        ("CREWDASH_PRICES_FILE", "/no/such/prices.yaml", "cannot read prices from"),
+    ],
+)
+def test_a_bad_setting_is_one_error_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith(f"crewdash cannot start: {name}")
+    assert message in error.value and "\n" not in error.value
