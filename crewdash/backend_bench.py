@@ -15,7 +15,7 @@ from typing import Any
 
 from crewdash.batch import CrewState
 from crewdash.bench import Progress
-from crewdash.blueprints import load_blueprint
+from crewdash.blueprints import builtin_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from crewdash.errors import SettingsError
 from crewdash.execution import Backend
@@ -85,7 +85,9 @@ def _batch_wall(runner: Runner, n: int, label: str) -> tuple[float, int]:
     """Submit N timing crews and wait: (wall seconds from submit to the last end, failures)."""
     settings = RunSettings(llm=LLMSettings(), max_concurrency=n)
     started = time.perf_counter()
-    batch_id = runner.submit("timing", [f"{label}-{i}" for i in range(n)], settings)
+    batch_id = runner.submit(
+        builtin_blueprint("timing"), [f"{label}-{i}" for i in range(n)], settings
+    )
     if not runner.batch(batch_id).wait(timeout=900):
         raise TimeoutError(f"{label}: {n} crews did not finish within 900 s")
     wall = time.perf_counter() - started
@@ -154,7 +156,7 @@ def compare_backends(
         raise SettingsError(f"N must be between 1 and {MAX_N}")
     if not 0 <= latency_s <= 60:
         raise SettingsError("the latency must be between 0 and 60 seconds")
-    load_blueprint("timing")  # a broken blueprint fails before any backend starts
+    builtin_blueprint("timing")  # a broken blueprint fails before any backend starts
     results = []
     for i, name in enumerate(backends):
 

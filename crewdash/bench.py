@@ -28,7 +28,7 @@ from crewai.events import (
 from crewai.events.event_bus import CrewAIEventsBus
 
 from crewdash.batch import CrewState
-from crewdash.blueprints import Blueprint, load_blueprint
+from crewdash.blueprints import Blueprint, builtin_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from crewdash.errors import SettingsError, describe_error
 from crewdash.events import one_per_process
@@ -395,7 +395,7 @@ def run_bench(
     check_n(n)
     names = parse_strategies(strategies)
     llm = llm or LLMSettings()
-    blueprint = load_blueprint("timing")
+    blueprint = builtin_blueprint("timing")
     say = progress or (lambda _f, _m: None)
     steps = len(names) + 1
     with (

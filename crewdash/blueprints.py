@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from crewai import LLM, Agent, Crew, Process, Task
 
-from crewdash.config import CREWS_DIR
+from crewdash.config import CREWS_DIR, crews_path
 from crewdash.errors import BlueprintError
 
 # The same pattern CrewAI uses to find `{placeholders}` it will fill from the inputs.
@@ -167,28 +167,63 @@ def _validate(name: str, agents: dict[str, Any], tasks: dict[str, Any]) -> None:
         seen.add(key)
 
 
-def blueprints_dir() -> Path:
-    """Where blueprints live: `CREWDASH_CREWS_DIR`, read at each call, else `crews/`."""
-    return Path(os.environ.get("CREWDASH_CREWS_DIR") or CREWS_DIR)
+CrewsDirs = Path | Sequence[Path] | None
 
 
-def load_blueprint(name: str, crews_dir: Path | None = None) -> Blueprint:
-    """Read and check `crews/<name>/config/`; every problem is a `BlueprintError` in plain words."""
-    crews_dir = crews_dir or blueprints_dir()
+def _folders(crews_dir: CrewsDirs) -> list[Path]:
+    if crews_dir is None:
+        return crews_path()
+    return [crews_dir] if isinstance(crews_dir, Path) else list(crews_dir)
+
+
+def _same_files(homes: Sequence[Path]) -> bool:
+    """Whether every copy of a blueprint has the same files (a copy of a built-in is no clash)."""
+
+    def files(config: Path) -> tuple[bytes | None, ...]:
+        return tuple(
+            (config / f).read_bytes() if (config / f).is_file() else None
+            for f in ("agents.yaml", "tasks.yaml")
+        )
+
+    first = files(homes[0])
+    return all(files(h) == first for h in homes[1:])
+
+
+def load_blueprint(name: str, crews_dir: CrewsDirs = None) -> Blueprint:
+    """Read and check `<folder>/<name>/config/` from the search path (`crews_path`, or the
+    folders given); every problem is a `BlueprintError` in plain words. A name found in two
+    folders with different files is refused, naming both: neither silently wins."""
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
         raise BlueprintError(f"invalid blueprint name {name!r}")
-    config = crews_dir / name / "config"
-    if not config.is_dir():
-        raise BlueprintError(f"no blueprint named {name!r} in {crews_dir}")
-    agents = _read_yaml(config / "agents.yaml")
-    tasks = _read_yaml(config / "tasks.yaml")
+    folders = _folders(crews_dir)
+    homes = [f / name / "config" for f in folders if (f / name / "config").is_dir()]
+    if not homes:
+        where = ", ".join(str(f) for f in folders)
+        raise BlueprintError(f"no blueprint named {name!r} in {where}")
+    if not _same_files(homes):
+        where = " and ".join(str(h.parent.parent) for h in homes)
+        raise BlueprintError(
+            f"two different blueprints are named {name!r}, in {where}: rename one of them"
+        )
+    agents = _read_yaml(homes[0] / "agents.yaml")
+    tasks = _read_yaml(homes[0] / "tasks.yaml")
     _validate(name, agents, tasks)
     return Blueprint(name=name, agents=agents, tasks=tasks)
 
 
-def list_blueprints(crews_dir: Path | None = None) -> list[str]:
-    """Names of the folders under `crews/` that look like blueprints."""
-    crews_dir = crews_dir or blueprints_dir()
-    if not crews_dir.is_dir():
-        return []
-    return sorted(p.name for p in crews_dir.iterdir() if (p / "config" / "tasks.yaml").is_file())
+def builtin_blueprint(name: str) -> Blueprint:
+    """A blueprint shipped with crewdash (the warm-up's and benchmarks' `timing`), from the
+    built-in folder only: a user's folder can neither hide it nor clash with it."""
+    return load_blueprint(name, CREWS_DIR)
+
+
+def list_blueprints(crews_dir: CrewsDirs = None) -> list[str]:
+    """Names of the folders on the search path that look like blueprints (a name in two
+    folders is listed once; loading it says whether the two differ)."""
+    names: set[str] = set()
+    for folder in _folders(crews_dir):
+        if folder.is_dir():
+            names.update(
+                p.name for p in folder.iterdir() if (p / "config" / "tasks.yaml").is_file()
+            )
+    return sorted(names)

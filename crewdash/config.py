@@ -11,8 +11,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from crewdash.errors import SettingsError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CREWS_DIR = Path(os.environ.get("CREWDASH_CREWS_DIR", PROJECT_ROOT / "crews"))
+# The built-in blueprints (`research`, `timing`): always on the search path, so the warm-up and the
+# benchmarks never depend on a user's folder.
+CREWS_DIR = PROJECT_ROOT / "crews"
 
 MAX_TOPICS = 100
 MAX_TOPIC_CHARS = 300
@@ -43,24 +47,40 @@ def quiet_crewai_logs() -> None:
 
 
 def env_int(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
-    """An integer from the environment, with a clear error naming the variable."""
+    """An integer from the environment; a `SettingsError` (a ValueError too) naming the variable."""
     raw = (os.environ if env is None else env).get(name, "").strip()
     if not raw:
         return default
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
 
 
 def env_float(
     name: str, default: float | None, env: Mapping[str, str] | None = None
 ) -> float | None:
-    """A float from the environment, with a clear error naming the variable."""
+    """A float from the environment; a `SettingsError` (a ValueError too) naming the variable."""
     raw = (os.environ if env is None else env).get(name, "").strip()
     if not raw:
         return default
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def crews_path(env: Mapping[str, str] | None = None) -> list[Path]:
+    """Where blueprints are looked up: the built-in `crews/`, then each folder of
+    `CREWDASH_CREWS_DIR` (separated by `os.pathsep`), each folder once. Read at each call."""
+    raw = (os.environ if env is None else env).get("CREWDASH_CREWS_DIR", "")
+    path = [CREWS_DIR]
+    seen = {CREWS_DIR.resolve()}
+    for part in raw.split(os.pathsep):
+        if not part.strip():
+            continue
+        folder = Path(part.strip()).expanduser()
+        if folder.resolve() not in seen:
+            seen.add(folder.resolve())
+            path.append(folder)
+    return path

@@ -1,12 +1,17 @@
-"""A batch as CSV (one row per crew), JSON (everything, spans included) or a Markdown report."""
+"""A batch as CSV (one row per crew), JSON (everything, spans included) or a Markdown report.
+
+Every CSV crewdash writes goes through `csv_text`, which neutralises text a spreadsheet would run
+as a formula (topics and results are anyone's input).
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from crewdash.batch import BatchSnapshot
@@ -22,6 +27,41 @@ FORMATS: dict[str, tuple[str, str]] = {
 
 class ExportFormatError(CrewdashError, ValueError):
     """An export format crewdash does not produce."""
+
+
+# OWASP "CSV injection": a cell starting with one of these is a formula to Excel, LibreOffice and
+# Google Sheets (=HYPERLINK(...) sends data away, =cmd|... runs a program on old Excel).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A separator inside a cell could split it in a spreadsheet that guesses `;` or TAB: quote it.
+_NEEDS_QUOTES = re.compile(r'[,;"\t\r\n]')
+CsvCell = str | int | float | Decimal | None
+
+
+def csv_cell(value: CsvCell) -> str:
+    """One cell as CSV text. Text starting with = + - @ TAB or CR gets a leading `'`, so a
+    spreadsheet shows it instead of evaluating it, and text holding a separator, quote or line
+    break is quoted. Numbers (int, float, Decimal) stay numbers, negative ones included."""
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if not isinstance(value, str):
+        return repr(value)
+    if value.startswith(FORMULA_STARTS):
+        value = "'" + value
+    if _NEEDS_QUOTES.search(value):
+        value = '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def csv_text(rows: Iterable[Iterable[CsvCell]]) -> str:
+    """Rows as CSV (CRLF line ends, as the csv module writes), every cell through `csv_cell`."""
+    return "".join(",".join(csv_cell(cell) for cell in row) + "\r\n" for row in rows)
+
+
+def _fixed(value: float | None, places: int) -> Decimal | None:
+    """A number with a fixed count of decimals, written as such (not as 1.5e-07)."""
+    return None if value is None else Decimal(f"{value:.{places}f}")
 
 
 def _iso(ts: float | None) -> str:
@@ -47,47 +87,46 @@ def batch_dict(snap: BatchSnapshot) -> dict[str, Any]:
     return data
 
 
+CSV_HEADER = (
+    "batch_id",
+    "index",
+    "topic",
+    "state",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "llm_calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "error",
+    "result",
+)
+
+
 def to_csv(snap: BatchSnapshot) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
-        [
-            "batch_id",
-            "index",
-            "topic",
-            "state",
-            "started_at",
-            "finished_at",
-            "duration_s",
-            "llm_calls",
-            "prompt_tokens",
-            "completion_tokens",
-            "total_tokens",
-            "cost_usd",
-            "error",
-            "result",
-        ]
-    )
+    rows: list[tuple[CsvCell, ...]] = [CSV_HEADER]
     for c in snap.crews:
-        writer.writerow(
-            [
+        rows.append(
+            (
                 snap.batch_id,
                 c.index + 1,
                 c.topic,
                 c.state.value,
                 _iso(c.started_at),
                 _iso(c.finished_at),
-                "" if c.duration is None else f"{c.duration:.3f}",
+                _fixed(c.duration, 3),
                 sum(1 for s in c.spans if s.kind == "llm"),
                 c.tokens.prompt,
                 c.tokens.completion,
                 c.tokens.total,
-                "" if (cost := snap.crew_cost(c)) is None else f"{cost:.8f}",
-                c.error or "",
-                c.result or "",
-            ]
+                _fixed(snap.crew_cost(c), 8),
+                c.error,
+                c.result,
+            )
         )
-    return out.getvalue()
+    return csv_text(rows)
 
 
 def _cell(text: str) -> str:

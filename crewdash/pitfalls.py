@@ -21,7 +21,7 @@ from crewai.events import LLMCallStartedEvent, crewai_event_bus
 from crewdash import locks
 from crewdash.batch import CrewState
 from crewdash.bench import BenchContext, CallSpan, _call_recorder, peak_overlap
-from crewdash.blueprints import load_blueprint
+from crewdash.blueprints import builtin_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from crewdash.errors import describe_error
 from crewdash.llm import LLMSettings, build_llm
@@ -98,7 +98,7 @@ class _Lab:
 
     def __post_init__(self) -> None:
         self.server = DemoLLMServer(LatencyProfile(kind="fixed", seconds=self.latency)).start()
-        self.ctx = BenchContext(load_blueprint("timing"), LLMSettings(), self.server.base_url)
+        self.ctx = BenchContext(builtin_blueprint("timing"), LLMSettings(), self.server.base_url)
 
     def llm(self) -> Any:
         return build_llm(LLMSettings(), self.server.base_url)
@@ -285,7 +285,9 @@ def for_each_async_failure(lab: _Lab, n: int = 4) -> PitfallResult:
     trap = _timed(lambda: asyncio.run(lab.ctx.crew().kickoff_for_each_async(inputs=inputs)))
     runner = Runner(max_concurrency=n, demo_base_url=lambda: lab.server.base_url)
     try:
-        batch_id = runner.submit("timing", topics, RunSettings(max_concurrency=n))
+        batch_id = runner.submit(
+            builtin_blueprint("timing"), topics, RunSettings(max_concurrency=n)
+        )
         runner.batch(batch_id).wait(120)
         snap = runner.snapshot(batch_id)
     finally:

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot
-from crewdash.blueprints import load_blueprint
+from crewdash.blueprints import builtin_blueprint
 from crewdash.config import (
     DEFAULT_MAX_CONCURRENCY,
     env_float,
@@ -28,6 +28,7 @@ from crewdash.errors import SettingsError, UnknownBatchError, describe_error
 from crewdash.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
 from crewdash.jobs import JobRunner
 from crewdash.llm import LLMSettings, default_llm_settings
+from crewdash.pricing import check_prices_file
 from crewdash.runner import Runner, RunSettings
 from crewdash.store import DEFAULT_LEASE_S, Store
 
@@ -153,7 +154,7 @@ def warm_up(runner: Runner, demo_url: str) -> Future[None]:
     batch, so nothing shows up in any page.
     """
     backend = runner.backend
-    builder = blueprint_builder(load_blueprint("timing"), LLMSettings(), demo_url)
+    builder = blueprint_builder(builtin_blueprint("timing"), LLMSettings(), demo_url)
 
     async def warm_one(n: int) -> None:
         batch = Batch("warm-up", "timing", ["warm-up"], model_label="", max_concurrency=1)
@@ -185,21 +186,36 @@ class Runtime:
         self.demo_profile = demo_profile
         self.store = store
         self.liveness = liveness or liveness_from_env()
-        self.interrupted_at_start = 0
-        if store is not None:  # alive before the first batch, and the dead ones ended at once
-            store.beat()
-            self.interrupted_at_start = store.interrupt_orphans(self.liveness.lease_s)
         self.demo_failures = demo_failures or FailureRates()
         self._demos: dict[tuple[LatencyProfile, FailureRates], DemoLLMServer] = {}
         self._demo_lock = threading.Lock()
-        self.runner = Runner(
-            max_concurrency=default_settings.max_concurrency,
-            demo_base_url=self.demo_base_url,
-            store=store,
-            backend=backend,
-        )
-        self.jobs = JobRunner()
-        self._heartbeat = Heartbeat(store, self.liveness) if store is not None else None
+        self._heartbeat: Heartbeat | None = None
+        try:
+            self.interrupted_at_start = 0
+            if store is not None:  # alive before the first batch, and the dead ones ended at once
+                store.beat()
+                self.interrupted_at_start = store.interrupt_orphans(self.liveness.lease_s)
+            self.runner = Runner(
+                max_concurrency=default_settings.max_concurrency,
+                demo_base_url=self.demo_base_url,
+                store=store,
+                backend=backend,
+            )
+            self.jobs = JobRunner()
+            self._heartbeat = Heartbeat(store, self.liveness) if store is not None else None
+        except BaseException:
+            self._abandon(backend)
+            raise
+
+    def _abandon(self, backend: Backend | None) -> None:
+        """Undo a start that failed half-way: the runner's thread, the backend, the store."""
+        if hasattr(self, "runner"):
+            self.close()  # the runner closes the backend
+            return
+        if backend is not None:
+            backend.close()
+        if self.store is not None:
+            self.store.close()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
@@ -214,13 +230,14 @@ class Runtime:
             failures = FailureRates.parse(env.get("CREWDASH_DEMO_FAILURES", ""), profile.seed)
         except ValueError as exc:
             raise SettingsError(f"CREWDASH_DEMO_FAILURES: {exc}") from None
+        check_prices_file(env)
         backend = backend_from_env(env)  # first: a wrong cluster address fails before anything
         try:
             store = Store(env.get("DATABASE_URL") or None)
-            return cls(settings, profile, store, failures, backend, liveness)
         except BaseException:
             backend.close()
             raise
+        return cls(settings, profile, store, failures, backend, liveness)  # closes both on failure
 
     def snapshot(self, batch_id: str) -> BatchSnapshot:
         """A batch from this process's runner (live), else from the history database."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 import time
@@ -150,6 +152,18 @@ def test_exports(api: httpx.Client, fmt: str, mime: str, marker: str) -> None:
     assert f"crewdash-{batch_id}.{fmt}" in response.headers["content-disposition"]
 
 
+def test_csv_export_gives_a_spreadsheet_no_formula(api: httpx.Client) -> None:
+    formula = '=HYPERLINK("http://evil.example","x")'
+    batch_id = api.post("/batches", json={"topics": [formula], "blueprint": "timing"}).json()[
+        "batch_id"
+    ]
+    wait_done(api, batch_id)
+    text = api.get(f"/batches/{batch_id}/export", params={"format": "csv"}).text
+    (row,) = csv.DictReader(io.StringIO(text, newline=""))
+    assert row["topic"] == "'" + formula
+    assert row["result"] == "'" + formula + " done"
+
+
 @pytest.mark.parametrize(
     "method, path, kwargs, status, message",
     [
@@ -265,6 +279,30 @@ def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "crewdash cannot start: cannot open the database at DATABASE_URL=" in result.stderr
     assert "Traceback" not in result.stderr and "secret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("CREWDASH_MAX_CONCURRENCY", "abc"), ("CREWDASH_PRICES_FILE", "/no/such/prices.yaml")],
+)
+def test_a_bad_setting_is_one_clear_line(name: str, value: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.browser import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "crewdash.api:app", "--port", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, name: value},
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if name in line]
+    assert len(errors) == 1 and f"crewdash cannot start: {name}" in errors[0]
+    assert "Traceback" not in result.stderr
 
 
 def start_until_half_done(client: httpx.Client, topics: list[str]) -> tuple[str, dict[str, str]]:
@@ -507,7 +545,9 @@ def test_twenty_watchers_of_another_servers_batch_leave_the_server_responsive(
 
             def watch() -> None:
                 with httpx.Client(base_url=base, timeout=60) as own:
-                    received.append(read_events(own, "/batches/e15e00000001/events", time.time() + 60))
+                    received.append(
+                        read_events(own, "/batches/e15e00000001/events", time.time() + 60)
+                    )
 
             threads = [threading.Thread(target=watch) for _ in range(watchers)]
             for thread in threads:

@@ -1,9 +1,16 @@
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 from crewai import LLM
 
-from crewdash.blueprints import PLACEHOLDER, list_blueprints, load_blueprint
+from crewdash.blueprints import (
+    PLACEHOLDER,
+    builtin_blueprint,
+    list_blueprints,
+    load_blueprint,
+)
 from crewdash.config import CREWS_DIR
 from crewdash.errors import BlueprintError
 
@@ -148,18 +155,63 @@ def test_web_search_is_attached_only_with_its_key(monkeypatch: pytest.MonkeyPatc
     assert type(tool).__name__ == "SerperDevTool"
 
 
-def test_blueprints_dir_follows_the_environment(
+MINE = (
+    "a:\n  role: R\n  goal: G {x}\n  backstory: B\n",
+    "t:\n  description: D {x}\n  expected_output: E\n  agent: a\n",
+)
+
+
+def test_user_folders_add_to_the_built_in_blueprints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write(
-        tmp_path,
-        "mine",
-        "a:\n  role: R\n  goal: G {x}\n  backstory: B\n",
-        "t:\n  description: D {x}\n  expected_output: E\n  agent: a\n",
-    )
-    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
-    assert list_blueprints() == ["mine"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    write(one, "mine", *MINE)
+    write(two, "theirs", *MINE)
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", f"{one}{os.pathsep}{two}")
+    assert list_blueprints() == ["mine", "research", "theirs", "timing"]
     assert load_blueprint("mine").fan_out == "x"
+    assert load_blueprint("theirs").fan_out == "x"
+    assert load_blueprint("timing").fan_out == "topic"
+    assert load_blueprint("research").fan_out == "topic"
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path / "no-such-folder"))
+    assert {"research", "timing"} <= set(list_blueprints())
+    with pytest.raises(BlueprintError, match=r"no blueprint named 'mine' in .*no-such-folder"):
+        load_blueprint("mine")
+
+
+def test_a_name_in_two_folders_is_an_error_for_that_name_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "research", *MINE)
+    write(tmp_path, "mine", *MINE)
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
+    assert list_blueprints() == ["mine", "research", "timing"]
+    with pytest.raises(BlueprintError) as caught:
+        load_blueprint("research")
+    message = str(caught.value)
+    assert "two different blueprints are named 'research'" in message
+    assert str(CREWS_DIR) in message and str(tmp_path) in message
+    assert load_blueprint("mine").fan_out == "x"
+    assert load_blueprint("timing").fan_out == "topic"
+
+
+def test_built_ins_never_depend_on_the_users_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "timing", *MINE)
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
+    with pytest.raises(BlueprintError, match="two different blueprints are named 'timing'"):
+        load_blueprint("timing")
+    assert builtin_blueprint("timing").fan_out == "topic"
+
+
+def test_a_copy_of_a_built_in_or_the_built_in_folder_itself_is_no_clash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(CREWS_DIR / "timing", tmp_path / "timing")
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", f"{tmp_path}{os.pathsep}{CREWS_DIR}")
+    assert load_blueprint("timing").fan_out == "topic"
+    assert list_blueprints() == ["research", "timing"]
 
 
 def test_fan_out_can_be_chosen(tmp_path: Path) -> None:

@@ -1,7 +1,10 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from crewdash.cli import main
 
@@ -47,3 +50,47 @@ def test_a_byte_order_mark_at_the_start_of_a_topic_file_is_not_part_of_the_topic
     args = ["run", "alpha", "--file", str(topics), "--latency", "0", "--no-history"]
     assert main([*args, "--blueprint", "timing", "--json", str(out)]) == 0
     assert [c["topic"] for c in json.loads(out.read_text())["crews_detail"]] == ["alpha", "beta"]
+
+
+def test_run_with_a_users_crews_folder_still_has_the_built_ins(tmp_path: Path) -> None:
+    config = tmp_path / "mine" / "config"
+    config.mkdir(parents=True)
+    (config / "agents.yaml").write_text("a:\n  role: R\n  goal: G {topic}\n  backstory: B\n")
+    (config / "tasks.yaml").write_text(
+        't:\n  description: "Reply with exactly: {topic} mine"\n  expected_output: E\n  agent: a\n'
+    )
+    env = {**os.environ, "CREWDASH_CREWS_DIR": str(tmp_path)}
+    for blueprint in ("timing", "mine"):
+        command = ["run", "x", "--blueprint", blueprint, "--latency", "0", "--no-history"]
+        result = subprocess.run(
+            [sys.executable, "-m", "crewdash", *command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "1/1 succeeded" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CREWDASH_DEMO_SEED": "abc"},
+        {"CREWDASH_DEMO_LATENCY": "soon"},
+        {"CREWDASH_RUNNER": "ray", "CREWDASH_RAY_WORKERS": "many"},
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_code_2(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "crewdash", "run", "x", "--no-history"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {list(env)[-1]} must be a")

@@ -10,6 +10,7 @@ from crewdash.errors import SettingsError
 from crewdash.runner import RunSettings
 from crewdash.runtime import Liveness, Runtime, demo_profile_from_env, liveness_from_env
 from crewdash.store import Store
+from tests.leaks import held, settled
 
 
 def test_demo_profile_from_env() -> None:
@@ -36,10 +37,13 @@ def test_demo_profile_from_env() -> None:
             {"CREWDASH_OWNER_HEARTBEAT_S": "1", "CREWDASH_OWNER_LEASE_S": "inf"},
             "CREWDASH_OWNER_LEASE_S must be at least twice",
         ),
+        ({"CREWDASH_DEMO_SEED": "x"}, "CREWDASH_DEMO_SEED must be a whole number, got 'x'"),
+        ({"CREWDASH_PRICES_FILE": "/no/such.yaml"}, "CREWDASH_PRICES_FILE: cannot read prices"),
     ],
 )
 def test_bad_environment_names_the_variable(env: dict[str, str], message: str) -> None:
-    with pytest.raises((SettingsError, ValueError), match=message):
+    """Every setting error is a SettingsError: the entry points show those as one line."""
+    with pytest.raises(SettingsError, match=message):
         Runtime.from_env(env)
 
 
@@ -118,3 +122,30 @@ def test_heartbeat_keeps_this_server_alive_and_sweeps_a_dead_servers_batch(
             assert conn.execute(text("select max(heartbeat_at) from owners")).scalar() == 0.0
     finally:
         reader.close()
+
+
+def test_a_start_that_fails_after_the_runner_started_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing_job_runner() -> None:
+        raise RuntimeError("injected start failure")
+
+    monkeypatch.setattr("crewdash.runtime.JobRunner", failing_job_runner)
+    before = held()
+    for _ in range(4):
+        with pytest.raises(RuntimeError, match="injected start failure"):
+            Runtime.from_env({"CREWDASH_DEMO_LATENCY": "0.1"})
+    assert settled(before) == before
+
+
+def test_a_runtime_with_a_users_crews_folder_warms_up_on_the_built_in_timing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mine" / "config").mkdir(parents=True)
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
+    rt = Runtime.from_env({"CREWDASH_DEMO_LATENCY": "0.1"})
+    try:
+        rt.warm_up().result(60)
+        assert rt.demo is not None and rt.demo.stats.requests == 1
+    finally:
+        rt.close()
