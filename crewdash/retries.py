@@ -236,7 +236,7 @@ class ResilientTransport(httpx.HTTPTransport):
         elif budget.spent:
             raise budget.error()  # a call CrewAI issues again: no request, no wait
         _cap_timeout(request, budget.call_timeout_s)
-        failed: list[str | None] = [None]  # why the latest attempt's answer was a failure
+        failed: list[str | None] = [None]  # why this call's latest attempt failed, if it did
 
         def attempt() -> httpx.Response:
             if self.limiter is not None:
@@ -245,7 +245,8 @@ class ResilientTransport(httpx.HTTPTransport):
             try:
                 response = super(ResilientTransport, self).handle_request(request)
             except httpx.TransportError as exc:
-                budget.fail(time.monotonic() - started, _describe(exc, request))
+                failed[0] = why = _describe(exc, request)
+                budget.fail(time.monotonic() - started, why)
                 raise
             if response.status_code in TRANSIENT_STATUS:
                 response.read()
@@ -260,7 +261,7 @@ class ResilientTransport(httpx.HTTPTransport):
             if state.outcome is not None and not state.outcome.failed:
                 state.outcome.result().close()
             if budget.on_retry is not None:
-                budget.on_retry(budget.last_failure or "a failure", wait)
+                budget.on_retry(failed[0] or "a failure", wait)
 
         def give_up(state: RetryCallState) -> httpx.Response:
             assert state.outcome is not None
