@@ -24,6 +24,11 @@ DEFAULT_MAX_CONCURRENCY = 32
 DEFAULT_BLUEPRINT = "research"
 
 DEMO_MODEL_NAME = "crewdash-demo"
+
+# Model calls: one call's timeout, and what one crew run may spend on failed calls in total.
+DEFAULT_CALL_TIMEOUT_S = 30.0  # CREWDASH_LLM_TIMEOUT
+DEFAULT_RETRY_TRIES = 8  # CREWDASH_RETRY_TRIES
+DEFAULT_RETRY_SECONDS = 90.0  # CREWDASH_RETRY_SECONDS
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 # CrewAI's telemetry and tracing try the network; this product runs offline and keeps data local.

@@ -4,6 +4,7 @@ CrewdashError
 ├── TopicError        bad topic input; the message is for the user
 ├── BlueprintError    a crew blueprint is missing, malformed or lacks an input
 ├── SettingsError     a provider/model/limit setting is unusable
+├── RetryBudgetSpent  a crew's model calls failed until its retry budget ran out
 ├── UnknownBatchError a batch id the runner does not know
 └── BatchElsewhereError a batch another live server runs; only that one can stop it
 """
@@ -27,6 +28,10 @@ class BlueprintError(CrewdashError):
 
 class SettingsError(CrewdashError, ValueError):
     """A run setting is invalid."""
+
+
+class RetryBudgetSpent(CrewdashError):
+    """A crew used up its retry budget; its further model calls fail at once with this."""
 
 
 class UnknownBatchError(CrewdashError, KeyError):

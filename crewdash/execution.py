@@ -19,8 +19,9 @@ from crewai.crews.crew_output import CrewOutput
 
 from crewdash.batch import Batch, CrewSnapshot, CrewState, TokenUsage
 from crewdash.blueprints import Blueprint
-from crewdash.events import current_run, event_router
+from crewdash.events import current_run, event_router, record_retry
 from crewdash.llm import LLMSettings, build_llm, plain_error
+from crewdash.retries import RetryBudget, call_timeout, crew_budget
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,15 @@ class CrewJob:
 
 async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -> CrewSnapshot:
     """Build and run one crew on the current loop; return its ending, not yet applied to `batch`
-    (callers persist it first). Events of this crew land on `batch` through `current_run`.
+    (callers persist it first). Events of this crew land on `batch` through `current_run`; all
+    its model calls share one retry budget through `crew_budget`.
 
     A failing crew becomes a `failed` ending; cancellation propagates to the caller.
     """
     router = event_router()
     agent_ids: list[str] = []
     token = current_run.set((batch, job.run_id))
+    budget_token = crew_budget.set(crew_retry_budget(batch, job))
     try:
         crew = job.build()
         agent_ids = [str(agent.id) for agent in crew.agents]
@@ -94,7 +97,18 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
         return batch.ending(job.run_id, CrewState.FAILED, error=error)
     finally:
         router.forget_agents(agent_ids)
+        crew_budget.reset(budget_token)
         current_run.reset(token)
+
+
+def crew_retry_budget(batch: Batch, job: CrewJob) -> RetryBudget:
+    """The retry budget of one crew run; its retries show as spans on `batch`."""
+    return RetryBudget(
+        job.llm.retry_tries,
+        job.llm.retry_seconds,
+        call_timeout_s=call_timeout(job.llm.timeout_s, job.timeout_s),
+        on_retry=partial(record_retry, batch, job.run_id),
+    )
 
 
 def freeze_heap() -> None:
