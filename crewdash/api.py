@@ -3,6 +3,10 @@
 `POST /research` is the tutorial's contract: it answers once every crew is done, with the crews
 running concurrently on the runner's own loop, so this server's event loop is never blocked.
 `/batches` is the asynchronous form: 202 with an id at once, then state, events and exports.
+
+Every input is checked before it reaches the runner or the database: request bodies over
+`MAX_BODY_BYTES` are refused with 413 before they are read whole, ids must have the shape the
+runner gives them, and topics go through `parse_topics` like everywhere else.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import hmac
 import json
 import logging
 import os
+import re
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -25,23 +31,38 @@ from sse_starlette.sse import EventSourceResponse
 from crewdash.batch import BatchSnapshot, CrewSnapshot
 from crewdash.blueprints import BlueprintInfo, describe_blueprints, list_blueprints
 from crewdash.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS, outputs_dir
-from crewdash.errors import CrewdashError, UnknownBatchError
+from crewdash.errors import BatchElsewhereError, CrewdashError, TopicError, UnknownBatchError
 from crewdash.exports import FORMATS, batch_dict, export
 from crewdash.run_context import crew_file
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime
-from crewdash.topics import TOPIC_PATTERN, parse_topics
+from crewdash.topics import Topics, parse_topics, visible_pattern
 
 log = logging.getLogger(__name__)
 MAX_INPUT_CHARS = 2000
-Topic = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=MAX_TOPIC_CHARS, pattern=TOPIC_PATTERN),
-]
+LIVE_POLL_S = 0.1  # a batch of this process: its snapshot is in memory
+STORED_POLL_S = 0.5  # a batch another server runs: read from the database, changes only
+
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: 100 topics of 300 characters fit many times over
+# The shapes the runner gives ids (`Runner.submit`, `Batch`): anything else is no batch of ours.
+BATCH_ID = re.compile(r"[0-9a-f]{12}")
+RUN_ID = re.compile(r"[0-9a-f]{12}-[0-9]{1,6}")
+
+
+def _visible(schema: dict[str, Any]) -> None:
+    """Say in the schema what `parse_topics` checks (with a plain message, not this regex)."""
+    schema["pattern"] = visible_pattern()
+
+
+Topic = Annotated[str, Field(json_schema_extra=_visible)]
+NO_CONTROL_CHARACTERS = r"^[^\u0000-\u001f\u007f-\u009f]*$"
 TOPICS_FIELD = Field(
     min_length=1,
-    max_length=MAX_TOPICS,
-    description=f"One crew per topic (at most {MAX_TOPICS}); duplicates are dropped.",
+    description=(
+        f"One crew per distinct topic after cleaning (at most {MAX_TOPICS} topics of at most "
+        f"{MAX_TOPIC_CHARS} characters); topics that clean to the same text, ignoring case, "
+        "share one crew."
+    ),
 )
 
 
@@ -50,8 +71,15 @@ class ResearchRequest(BaseModel):
 
 
 class ResearchResponse(BaseModel):
-    results: dict[str, str] = Field(description="topic -> the crew's raw answer")
-    errors: dict[str, str] = Field(default_factory=dict, description="topic -> why it failed")
+    results: dict[str, str] = Field(
+        description="topic, exactly as sent -> the raw answer of the crew that ran it"
+    )
+    errors: dict[str, str] = Field(
+        default_factory=dict, description="topic, exactly as sent -> why it failed"
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="which topics were cleaned or merged into another"
+    )
 
 
 def _blueprint_enum() -> dict[str, Any]:
@@ -107,6 +135,7 @@ class Problem(BaseModel):
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem},
     404: {"model": Problem},
+    413: {"model": Problem},
     422: {"model": Problem},
 }
 
@@ -126,6 +155,89 @@ def _blueprint_info(info: BlueprintInfo) -> dict[str, Any]:
             {"role": p.role, "model": p.model, "where": p.where} for p in bp.pinned_agents
         ],
     }
+
+
+class BodyTooLargeError(HTTPException):
+    """A request body over the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            status_code=413,
+            detail=f"the request body is larger than the limit of {limit} bytes; "
+            "send fewer or shorter topics",
+        )
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over `max_bytes` with 413 without reading them whole.
+
+    A declared Content-Length over the limit is refused before the app runs; a body without one
+    (chunked) is counted as it streams in, and reading stops at the first chunk over the limit.
+    It must sit inside any `BaseHTTPMiddleware`: those read the body in a task group, which
+    would wrap the 413 in an exception group that FastAPI turns into a 400.
+    """
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _problem(BodyTooLargeError(self.max_bytes))(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    if started:  # e.g. an event stream listening for the client to leave
+                        return {"type": "http.disconnect"}
+                    raise BodyTooLargeError(self.max_bytes)  # FastAPI answers it via `_http`
+            return message
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLargeError as exc:  # raised where nothing turned it into a response
+            if started:
+                raise
+            await _problem(exc)(scope, receive, send)
+
+
+def _problem(exc: HTTPException) -> JSONResponse:
+    return JSONResponse(status_code=exc.status_code, content={"detail": str(exc.detail)})
+
+
+def _check_batch_id(batch_id: str) -> None:
+    """404 for an id the runner could never have given, before it reaches the database."""
+    if not BATCH_ID.fullmatch(batch_id):
+        raise UnknownBatchError(batch_id)
+
+
+def _check_search(search: str | None) -> None:
+    if search and any(unicodedata.category(c) == "Cc" for c in search):
+        raise HTTPException(422, "search: must not contain control characters")
+
+
+def _token_matches(header: str, token: str) -> bool:
+    """Starlette decodes header bytes as latin-1: compare the bytes sent with the token's own
+    bytes (UTF-8, as the environment gave them), so a non-ASCII token works; constant time."""
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.encode("latin-1"), token.encode("utf-8", "surrogateescape")
+    )
 
 
 def _crew_event(crew: CrewSnapshot) -> dict[str, Any]:
@@ -171,6 +283,8 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         lifespan=lifespan,
     )
 
+    app.add_middleware(BodyLimit)  # before (inside) the bearer check below: see BodyLimit
+
     open_paths = {"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
 
     @app.middleware("http")
@@ -178,10 +292,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         """With CREWDASH_API_TOKEN set, every call but health and docs needs that bearer token."""
         token = os.environ.get("CREWDASH_API_TOKEN", "")
         if token and request.url.path not in open_paths:
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.encode(), token.encode()
-            ):
+            if not _token_matches(request.headers.get("authorization", ""), token):
                 return JSONResponse(
                     status_code=401,
                     headers={"www-authenticate": "Bearer"},
@@ -202,6 +313,10 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
         return JSONResponse(status_code=422, content={"detail": "; ".join(parts)})
 
+    @app.exception_handler(TopicError)
+    async def _topics(_: Request, exc: TopicError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": f"topics: {exc}"})
+
     @app.exception_handler(UnknownBatchError)
     async def _unknown(_: Request, exc: UnknownBatchError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
@@ -211,13 +326,14 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
     async def snapshot(request: Request, batch_id: str) -> BatchSnapshot:
+        _check_batch_id(batch_id)
         return await asyncio.to_thread(rt(request).snapshot, batch_id)
 
     async def start(
         request: Request, body: BatchRequest | ResearchRequest, source: str
-    ) -> tuple[str, list[str]]:
+    ) -> tuple[str, Topics]:
         runtime = rt(request)
-        topics = parse_topics(body.topics)
+        topics = parse_topics(body.topics, refuse_blanks=True)
         limit = getattr(body, "max_concurrency", None) or runtime.default_settings.max_concurrency
         settings = RunSettings(
             llm=runtime.default_settings.llm,
@@ -235,30 +351,39 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             inputs=getattr(body, "inputs", None),
             fan_out=getattr(body, "fan_out", None),
         )
-        return batch_id, list(topics.notes)
+        return batch_id, topics
 
     @app.post("/research", response_model=ResearchResponse, responses=PROBLEMS)
     async def research(request: Request, body: ResearchRequest) -> ResearchResponse:
-        """The tutorial's endpoint: one crew per topic, concurrently; answers when all are done."""
-        batch_id, _ = await start(request, body, "api")
+        """The tutorial's endpoint: one crew per topic, concurrently; answers when all are done.
+
+        Answers are keyed by each topic exactly as sent; topics that clean to the same text
+        share one crew, and `notes` says which.
+        """
+        batch_id, topics = await start(request, body, "api")
         batch = rt(request).runner.batch(batch_id)
         while not batch.wait(0):
             await asyncio.sleep(0.05)  # wait without holding a thread or the loop
-        snap = batch.snapshot()
-        return ResearchResponse(
-            results={c.topic: c.result or "" for c in snap.crews if c.result is not None},
-            errors={c.topic: c.error or c.state.value for c in snap.crews if c.result is None},
-        )
+        crews = {c.topic: c for c in batch.snapshot().crews}
+        results: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for sent, runs_as in topics.runs_as.items():
+            crew = crews[runs_as]
+            if crew.result is not None:
+                results[sent] = crew.result
+            else:
+                errors[sent] = crew.error or crew.state.value
+        return ResearchResponse(results=results, errors=errors, notes=list(topics.changes))
 
     @app.post("/batches", status_code=202, response_model=BatchAccepted, responses=PROBLEMS)
     async def create_batch(request: Request, body: BatchRequest) -> BatchAccepted:
         """Start a batch and answer at once with its id."""
-        batch_id, notes = await start(request, body, "api")
+        batch_id, topics = await start(request, body, "api")
         base = f"/batches/{batch_id}"
         return BatchAccepted(
             batch_id=batch_id,
             crews=len(rt(request).runner.batch(batch_id).run_ids),
-            notes=notes,
+            notes=list(topics.changes),
             links={
                 "self": base,
                 "events": f"{base}/events",
@@ -273,14 +398,17 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         input and the agents that pin their own model, or why it cannot be used."""
         return [_blueprint_info(i) for i in await asyncio.to_thread(describe_blueprints)]
 
-    @app.get("/batches")
+    @app.get("/batches", responses=PROBLEMS)
     async def list_batches(
         request: Request,
-        search: str | None = Query(default=None, max_length=300),
+        search: str | None = Query(
+            default=None, max_length=300, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS}
+        ),
         limit: int = Query(default=50, ge=1, le=500),
         offset: int = Query(default=0, ge=0, le=1_000_000),
     ) -> list[dict[str, Any]]:
         """The history, newest first (the dashboard's History page shows the same)."""
+        _check_search(search)
         runtime = rt(request)
         if runtime.store is None:
             return [_summary(runtime.runner.snapshot(b)) for b in runtime.runner.batch_ids()]
@@ -320,12 +448,29 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
     )
     async def batch_events(request: Request, batch_id: str) -> EventSourceResponse:
         """Server-sent events: `crew` on every state change, `done` with the figures at the end."""
-        await snapshot(request, batch_id)  # 404 before the stream starts
+        runtime = rt(request)
+        first = await snapshot(request, batch_id)  # 404 before the stream starts
+        try:
+            live = runtime.runner.batch(batch_id)
+        except UnknownBatchError:
+            live = None  # another server's (or a finished) batch: its rows in the store
+
+        async def snapshots() -> AsyncIterator[BatchSnapshot]:
+            snap, store = first, runtime.store
+            while True:
+                yield snap
+                if live is not None:
+                    await asyncio.sleep(LIVE_POLL_S)
+                    snap = live.snapshot()
+                elif store is not None:
+                    await asyncio.sleep(STORED_POLL_S)
+                    snap = await asyncio.to_thread(store.refresh, snap)
+                else:  # pragma: no cover - without a store every batch is this runner's
+                    return
 
         async def stream() -> AsyncIterator[dict[str, str]]:
             sent: dict[str, str] = {}
-            while True:
-                snap = await snapshot(request, batch_id)
+            async for snap in snapshots():
                 for crew in snap.crews:
                     if sent.get(crew.run_id) != crew.state.value:
                         sent[crew.run_id] = crew.state.value
@@ -335,19 +480,34 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
                     return
                 if await request.is_disconnected():
                     return
-                await asyncio.sleep(0.1)
 
         return EventSourceResponse(stream(), ping=15)
 
-    @app.post("/batches/{batch_id}/cancel", response_model=CancelResult, responses=PROBLEMS)
+    @app.post(
+        "/batches/{batch_id}/cancel",
+        response_model=CancelResult,
+        responses={**PROBLEMS, 409: {"model": Problem}},
+    )
     async def cancel(request: Request, batch_id: str) -> CancelResult:
-        """Cancel the crews still queued or running; finished results stay."""
+        """Cancel the crews still queued or running; finished results stay. `cancelled` is how
+        many crews this call stopped (0 when they had ended or another cancel got there first).
+        A batch of a server that has stopped ends at once (its crews as interrupted); one another
+        live server runs is a 409: only that server can stop its crews."""
         runtime = rt(request)
+        _check_batch_id(batch_id)
         try:
-            return CancelResult(batch_id=batch_id, cancelled=runtime.runner.cancel(batch_id))
+            cancelled = await asyncio.to_thread(runtime.runner.cancel, batch_id)
+            return CancelResult(batch_id=batch_id, cancelled=cancelled)
         except UnknownBatchError:
-            await snapshot(request, batch_id)  # 404 if it is not in the history either
-            return CancelResult(batch_id=batch_id, cancelled=0)
+            if runtime.store is None:
+                raise
+            try:
+                ended = await asyncio.to_thread(
+                    runtime.store.end_orphan, batch_id, runtime.liveness.lease_s
+                )
+            except BatchElsewhereError as exc:
+                raise HTTPException(status_code=409, detail=str(exc)) from None
+            return CancelResult(batch_id=batch_id, cancelled=ended)
 
     @app.post(
         "/batches/{batch_id}/crews/{run_id}/cancel", response_model=CancelResult, responses=PROBLEMS
@@ -355,8 +515,11 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
     async def cancel_crew(request: Request, batch_id: str, run_id: str) -> CancelResult:
         """Cancel one crew; the batch's other crews go on."""
         runtime = rt(request)
+        _check_batch_id(batch_id)
+        if not RUN_ID.fullmatch(run_id):
+            raise UnknownBatchError(f"{batch_id}/{run_id}")
         try:
-            done = runtime.runner.cancel_crew(batch_id, run_id)
+            done = await asyncio.to_thread(runtime.runner.cancel_crew, batch_id, run_id)
         except UnknownBatchError:
             snap = await snapshot(request, batch_id)  # 404 if unknown anywhere
             if run_id not in {c.run_id for c in snap.crews}:
@@ -426,7 +589,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": str(exc.detail)})
+        return _problem(exc)
 
     return app
 

@@ -94,7 +94,8 @@ def _profile(args: argparse.Namespace) -> LatencyProfile:
 def cmd_run(args: argparse.Namespace) -> int:
     raw: list[str] = list(args.topics)
     if args.file:
-        raw += Path(args.file).read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark (Notepad writes one) is not part of the first topic
+        raw += Path(args.file).read_text(encoding="utf-8-sig").splitlines()
     if args.n:
         raw += [f"topic {i + 1}" for i in range(args.n)]
     topics = parse_topics(raw, max_topics=max(args.n or 0, 100))

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from crewdash.errors import SettingsError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The built-in blueprints (`research`, `timing`): always on the search path, so the warm-up and the
 # benchmarks never depend on a user's folder.
@@ -22,6 +24,11 @@ DEFAULT_MAX_CONCURRENCY = 32
 DEFAULT_BLUEPRINT = "research"
 
 DEMO_MODEL_NAME = "crewdash-demo"
+
+# Model calls: one call's timeout, and what one crew run may spend on failed calls in total.
+DEFAULT_CALL_TIMEOUT_S = 30.0  # CREWDASH_LLM_TIMEOUT
+DEFAULT_RETRY_TRIES = 8  # CREWDASH_RETRY_TRIES
+DEFAULT_RETRY_SECONDS = 90.0  # CREWDASH_RETRY_SECONDS
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 # CrewAI's telemetry and tracing try the network; this product runs offline and keeps data local.
@@ -45,27 +52,27 @@ def quiet_crewai_logs() -> None:
 
 
 def env_int(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
-    """An integer from the environment, with a clear error naming the variable."""
+    """An integer from the environment; a `SettingsError` (a ValueError too) naming the variable."""
     raw = (os.environ if env is None else env).get(name, "").strip()
     if not raw:
         return default
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
 
 
 def env_float(
     name: str, default: float | None, env: Mapping[str, str] | None = None
 ) -> float | None:
-    """A float from the environment, with a clear error naming the variable."""
+    """A float from the environment; a `SettingsError` (a ValueError too) naming the variable."""
     raw = (os.environ if env is None else env).get(name, "").strip()
     if not raw:
         return default
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
 def outputs_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -242,10 +242,12 @@ class ChatRequest(BaseModel):
 
 
 class ServerStats:
-    """Thread-safe request counters: total requests and peak in-flight calls."""
+    """Thread-safe request counters: total requests and peak in-flight calls; `marked` counts
+    the requests a `[demo:fail-NNN]` marker answered (not in `requests`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.marked = 0
         self.requests = 0
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -258,6 +260,10 @@ class ServerStats:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             self.max_delay = max(self.max_delay, delay)
+
+    def mark(self) -> None:
+        with self._lock:
+            self.marked += 1
 
     def leave(self) -> None:
         with self._lock:
@@ -306,6 +312,7 @@ def create_app(
     async def chat(body: ChatRequest) -> Response:
         prompt = "\n".join(_message_text(m) for m in body.messages)
         if marker := FAIL_MARKER.search(prompt):
+            counters.mark()
             status = int(marker.group(1))
             return _error(
                 status,

@@ -4,7 +4,9 @@ CrewdashError
 ├── TopicError        bad topic input; the message is for the user
 ├── BlueprintError    a crew blueprint is missing, malformed or lacks an input
 ├── SettingsError     a provider/model/limit setting is unusable
-└── UnknownBatchError a batch id the runner does not know
+├── RetryBudgetSpent  a crew's model calls failed until its retry budget ran out
+├── UnknownBatchError a batch id the runner does not know
+└── BatchElsewhereError a batch another live server runs; only that one can stop it
 """
 
 from __future__ import annotations
@@ -28,11 +30,19 @@ class SettingsError(CrewdashError, ValueError):
     """A run setting is invalid."""
 
 
+class RetryBudgetSpent(CrewdashError):
+    """A crew used up its retry budget; its further model calls fail at once with this."""
+
+
 class UnknownBatchError(CrewdashError, KeyError):
     """No batch with that id."""
 
     def __str__(self) -> str:
         return f"no batch with id {self.args[0]!r}" if self.args else "unknown batch"
+
+
+class BatchElsewhereError(CrewdashError):
+    """The batch belongs to another server process that is still alive."""
 
 
 def redact(text: str, secrets: Sequence[str | None] = ()) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
+import uuid
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -252,6 +254,20 @@ class RunEventRouter(BaseEventListener):
         @crewai_event_bus.on(ToolUsageErrorEvent)
         def _tool_error(_: Any, event: ToolUsageErrorEvent) -> None:
             _tool_ended(event, _short(str(event.error), 300))
+
+
+def record_retry(batch: Batch, run_id: str, why: str, wait_s: float) -> None:
+    """A retry of one of this crew's model calls: a span over the wait, so it shows in the
+    timeline, and the crew's current step."""
+    now = time.time()
+    batch.record_span(
+        run_id,
+        f"retry-{uuid.uuid4().hex[:8]}",
+        lambda s: replace(
+            s, kind="retry", name=f"retry after {why}", started_at=now, finished_at=now + wait_s
+        ),
+    )
+    batch.note_step(run_id, f"retrying after {why} (in {wait_s:.1f} s)")
 
 
 L = TypeVar("L", bound=BaseEventListener)

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,8 +23,9 @@ from pydantic import BaseModel
 
 from crewdash.batch import Batch, CrewSnapshot, CrewState, TaskResult, TokenUsage
 from crewdash.blueprints import BaseBlueprint
-from crewdash.events import current_run, event_router
+from crewdash.events import current_run, event_router, record_retry
 from crewdash.llm import LLMSettings, plain_error
+from crewdash.retries import RetryBudget, call_timeout, crew_budget
 from crewdash.run_context import LLMFactory, install, list_files, output_dir, run_llm
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,8 @@ def flow_result_text(output: Any, flow: Flow[Any]) -> str:
 
 async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -> CrewSnapshot:
     """Build and run one crew on the current loop; return its ending, not yet applied to `batch`
-    (callers persist it first). Events of this crew land on `batch` through `current_run`.
+    (callers persist it first). Events of this crew land on `batch` through `current_run`; all
+    its model calls share one retry budget through `crew_budget`.
 
     A failing crew becomes a `failed` ending; cancellation propagates to the caller.
     """
@@ -102,6 +105,7 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
     # CrewAI prints a panel per Flow step on stdout unless a TUI owns the screen; crews here
     # are not on a terminal (their progress is in the batch), so this context says so.
     quiet_token = _tui_mode.set(True)
+    budget_token = crew_budget.set(crew_retry_budget(batch, job))
     try:
         target = job.build()
         if isinstance(target, Crew):
@@ -151,10 +155,21 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
         return batch.ending(job.run_id, CrewState.FAILED, error=error, files=list_files(folder))
     finally:
         router.forget_agents(agent_ids)
+        crew_budget.reset(budget_token)
         _tui_mode.reset(quiet_token)
         output_dir.reset(folder_token)
         run_llm.reset(llm_token)
         current_run.reset(token)
+
+
+def crew_retry_budget(batch: Batch, job: CrewJob) -> RetryBudget:
+    """The retry budget of one crew run; its retries show as spans on `batch`."""
+    return RetryBudget(
+        job.llm.retry_tries,
+        job.llm.retry_seconds,
+        call_timeout_s=call_timeout(job.llm.timeout_s, job.timeout_s),
+        on_retry=partial(record_retry, batch, job.run_id),
+    )
 
 
 def freeze_heap() -> None:

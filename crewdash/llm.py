@@ -18,8 +18,16 @@ import httpx
 from crewai import LLM
 from openai import OpenAI
 
-from crewdash.config import DEFAULT_OPENAI_MODEL, DEMO_MODEL_NAME
-from crewdash.errors import SettingsError, redact
+from crewdash.config import (
+    DEFAULT_CALL_TIMEOUT_S,
+    DEFAULT_OPENAI_MODEL,
+    DEFAULT_RETRY_SECONDS,
+    DEFAULT_RETRY_TRIES,
+    DEMO_MODEL_NAME,
+    env_float,
+    env_int,
+)
+from crewdash.errors import RetryBudgetSpent, SettingsError, redact
 from crewdash.retries import ResilientTransport, shared_limiter
 
 PROVIDERS = ("demo", "openai", "anthropic", "gemini", "ollama", "openai_compatible")
@@ -48,9 +56,37 @@ OLLAMA_URL = "http://localhost:11434"
 _DEMO_KEY = "crewdash-demo-no-key-needed"
 
 
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = env_float(name, default)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return default if value is None else value
+
+
+def _call_timeout() -> float:
+    return _env_seconds("CREWDASH_LLM_TIMEOUT", DEFAULT_CALL_TIMEOUT_S)
+
+
+def _retry_tries() -> int:
+    try:
+        return env_int("CREWDASH_RETRY_TRIES", DEFAULT_RETRY_TRIES)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _retry_seconds() -> float:
+    return _env_seconds("CREWDASH_RETRY_SECONDS", DEFAULT_RETRY_SECONDS)
+
+
 @dataclass(frozen=True)
 class LLMSettings:
-    """A provider choice. `api_key` is kept out of repr so it never lands in logs."""
+    """A provider choice. `api_key` is kept out of repr so it never lands in logs.
+
+    `timeout_s` bounds one call (a hung call is cut and counts as one failed try); a crew run
+    may spend at most `retry_tries` failed tries and `retry_seconds` on failed calls and waits
+    before retries, across all its calls, however often CrewAI issues a call again.
+    """
 
     provider: str = "demo"
     model: str = DEMO_MODEL_NAME
@@ -58,8 +94,10 @@ class LLMSettings:
     api_key: str | None = field(default=None, repr=False)
     temperature: float | None = None
     max_tokens: int | None = None
-    timeout_s: float = 120.0
+    timeout_s: float = field(default_factory=_call_timeout)
     requests_per_minute: int | None = None  # shared by all crews on this endpoint
+    retry_tries: int = field(default_factory=_retry_tries)
+    retry_seconds: float = field(default_factory=_retry_seconds)
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -70,6 +108,12 @@ class LLMSettings:
             raise SettingsError("choose a model name")
         if self.provider == "openai_compatible" and not self.base_url:
             raise SettingsError("an OpenAI-compatible provider needs a base URL")
+        if not 0 < self.timeout_s <= 3600:
+            raise SettingsError("the per-call timeout must be between 0 and 3600 seconds")
+        if not 1 <= self.retry_tries <= 100:
+            raise SettingsError("the retry budget must be between 1 and 100 tries")
+        if not 0 < self.retry_seconds <= 3600:
+            raise SettingsError("the retry budget must be between 0 and 3600 seconds")
 
     def with_environment_key(self, env: Mapping[str, str] | None = None) -> LLMSettings:
         """These settings with the provider's key from this process's environment filled in,
@@ -149,7 +193,8 @@ def _openai_llm(
         raise SettingsError("this provider needs an API key")
     url = base_url or "https://api.openai.com/v1"
     # Built without a key, CrewAI defers client creation; we then hand it the shared client.
-    llm = LLM(model=f"openai/{model}", base_url=url, **kwargs)
+    # No SDK retries on the async client CrewAI may build itself: they would multiply ours.
+    llm = LLM(model=f"openai/{model}", base_url=url, max_retries=0, **kwargs)
     llm.api_key = api_key
     if getattr(llm, "_client", "missing") is None:
         llm._client = _shared.get(url, api_key, float(kwargs.get("timeout") or 600), rpm)
@@ -217,16 +262,22 @@ def plain_error(exc: BaseException, settings: LLMSettings) -> str:
         OLLAMA_URL if settings.provider == "ollama" else PROVIDER_LABELS[settings.provider]
     )
     causes = [exc]
-    while causes[-1].__cause__ is not None and len(causes) < 5:
+    while causes[-1].__cause__ is not None and len(causes) < 8:
         causes.append(causes[-1].__cause__)
+    if spent := next((c for c in causes if isinstance(c, RetryBudgetSpent)), None):
+        return _clip(redact(f"{spent}.", [settings.api_key]))
     status = next(
         (getattr(c, "status_code", None) for c in causes if getattr(c, "status_code", None)), None
     )
     detail = " ".join(str(exc).split())[:300]
     if status is None and (code := re.search(r"Error code: (\d{3})", detail)):
         status = int(code.group(1))  # CrewAI re-raises some provider errors as ValueError
-    if isinstance(exc, openai.APITimeoutError) or isinstance(exc, TimeoutError):
-        text = f"No answer from {where} within {settings.timeout_s:g} s (timeout)."
+    # CrewAI re-raises the SDK's timeout as a ConnectionError: the server was reached, though.
+    if any(
+        isinstance(c, openai.APITimeoutError | TimeoutError | httpx.TimeoutException)
+        for c in causes
+    ):
+        text = f"The model at {where} did not answer within {settings.timeout_s:g} s (timeout)."
     elif isinstance(exc, openai.APIConnectionError) or isinstance(exc, ConnectionError):
         text = f"Cannot reach {where}: check the URL and that the server is running."
     elif status == 401 or isinstance(exc, openai.AuthenticationError):
@@ -243,7 +294,10 @@ def plain_error(exc: BaseException, settings: LLMSettings) -> str:
         text = str(exc)
     else:
         text = f"{type(exc).__name__}: {detail}"
-    text = redact(text, [settings.api_key])
+    return _clip(redact(text, [settings.api_key]))
+
+
+def _clip(text: str) -> str:
     return text if len(text) <= 400 else text[:399] + "…"
 
 

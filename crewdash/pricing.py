@@ -6,6 +6,7 @@ Costs are derived from recorded token counts at read time, so a corrected price 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -48,6 +49,17 @@ def _prices(extra: str) -> dict[str, Price]:
 
 def prices() -> dict[str, Price]:
     return _prices(os.environ.get("CREWDASH_PRICES_FILE", ""))
+
+
+def check_prices_file(env: Mapping[str, str] | None = None) -> None:
+    """Read `CREWDASH_PRICES_FILE` at start: a broken file stops the start with one line naming
+    the variable, instead of failing every page and export that shows a cost later."""
+    extra = (os.environ if env is None else env).get("CREWDASH_PRICES_FILE", "")
+    if extra:
+        try:
+            _read(Path(extra))
+        except SettingsError as exc:
+            raise SettingsError(f"CREWDASH_PRICES_FILE: {exc}") from None
 
 
 def price_for(model: str) -> Price | None:

@@ -53,10 +53,7 @@ class RaySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RaySettings:
         env = os.environ if env is None else env
-        try:
-            workers = env_int("CREWDASH_RAY_WORKERS", DEFAULT_WORKERS, env)
-        except ValueError as exc:  # names the variable already
-            raise SettingsError(str(exc)) from None
+        workers = env_int("CREWDASH_RAY_WORKERS", DEFAULT_WORKERS, env)
         return cls(address=env.get("RAY_ADDRESS", "").strip() or None, workers=workers)
 
     @property

@@ -1,18 +1,25 @@
 """Retries and a shared rate limit for LLM HTTP calls, at the transport under the OpenAI client.
 
-Transient failures (HTTP 429 honouring `Retry-After`, 5xx, connection errors, timeouts) are
-retried by tenacity with exponential backoff and jitter, bounded in tries and total time;
-permanent ones (400, 401, 403, 404, ...) pass straight through so they fail at once. Every retry
-is recorded as a span on the crew whose call it was, so it shows in the timeline. An optional
-requests-per-minute limit per endpoint is shared by every crew and batch in the process.
+Transient failures (HTTP 429 honouring `Retry-After`, 5xx, connection errors, timeouts, a 200
+whose JSON body is malformed) are retried by tenacity with exponential backoff and jitter;
+permanent ones (400, 401, 403, 404, ...) pass straight through so they fail at once.
+
+Inside a crew run the limit is the crew's `RetryBudget` (failed tries and seconds), not one call's:
+CrewAI issues a failed call again (its agent re-runs the task, its rate-limit loop re-sends a 429),
+so a per-call limit multiplied into dozens of requests. Once the crew's budget is spent, every
+further call of that crew fails at once with `RetryBudgetSpent`, without a request. A per-call
+timeout cuts a hung call so that it counts as one failed try. Outside a crew (a connection check, a
+benchmark) each call gets a budget of its own from the transport's `RetryPolicy`.
 """
 
 from __future__ import annotations
 
+import contextvars
+import json
 import threading
 import time
-import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -22,23 +29,102 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     retry_if_result,
-    stop_after_attempt,
-    stop_after_delay,
     wait_exponential_jitter,
 )
 
-from crewdash.events import current_run
+from crewdash.errors import RetryBudgetSpent
 
 TRANSIENT_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0
+# With a per-crew timeout, one call may take at most this share of it: a hung call is cut in time
+# for a retry to still fit in the crew's time.
+CALL_TIMEOUT_SHARE = 1 / 3
+
+RetryHook = Callable[[str, float], None]  # (why, seconds to wait) before each retry
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """One call's limits, for calls made outside a crew run (no `RetryBudget` set)."""
+
     attempts: int = 5
     max_total_s: float = 90.0
     initial_s: float = 0.5
     max_wait_s: float = 8.0
+
+
+class RetryBudget:
+    """How much failing one crew run may do across all its calls: at most `tries` failed attempts
+    and `seconds` spent in failed attempts and in waits before retries. Thread-safe: a crew's
+    calls run on several threads."""
+
+    def __init__(
+        self,
+        tries: int,
+        seconds: float,
+        *,
+        call_timeout_s: float | None = None,
+        on_retry: RetryHook | None = None,
+        per_crew: bool = True,
+    ) -> None:
+        if tries < 1 or seconds <= 0:
+            raise ValueError("a retry budget needs at least 1 try and more than 0 seconds")
+        self.tries = tries
+        self.seconds = seconds
+        self.call_timeout_s = call_timeout_s
+        self.on_retry = on_retry
+        self.per_crew = per_crew
+        self.failures = 0
+        self.spent_s = 0.0
+        self.last_failure: str | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def spent(self) -> bool:
+        with self._lock:
+            return self._closed or self.failures >= self.tries or self.spent_s >= self.seconds
+
+    def fail(self, seconds: float, why: str) -> None:
+        """One failed attempt that took `seconds`."""
+        with self._lock:
+            self.failures += 1
+            self.spent_s += seconds
+            self.last_failure = why
+
+    def allows(self, wait_s: float) -> bool:
+        """Whether a retry after waiting `wait_s` still fits; if not, the budget is closed."""
+        with self._lock:
+            if self.failures < self.tries and self.spent_s + wait_s < self.seconds:
+                return True
+            self._closed = True
+            return False
+
+    def wait(self, seconds: float) -> None:
+        with self._lock:
+            self.spent_s += seconds
+
+    def error(self) -> RetryBudgetSpent:
+        """The error every call of a crew gets once its budget is spent."""
+        with self._lock:
+            last = self.last_failure or "calls kept failing"
+            return RetryBudgetSpent(
+                f"{last[0].upper()}{last[1:]}; gave up after {self.failures} failed "
+                f"{'try' if self.failures == 1 else 'tries'} in {self.spent_s:.0f} s (retry "
+                f"budget per crew: {self.tries} tries, {self.seconds:g} s)"
+            )
+
+
+crew_budget: contextvars.ContextVar[RetryBudget | None] = contextvars.ContextVar(
+    "crewdash_crew_budget", default=None
+)
+
+
+def call_timeout(per_call_s: float, crew_timeout_s: float | None) -> float:
+    """One call's timeout: the configured one, at most `CALL_TIMEOUT_SHARE` of the crew's."""
+    if crew_timeout_s is None:
+        return per_call_s
+    return min(per_call_s, crew_timeout_s * CALL_TIMEOUT_SHARE)
 
 
 class RateLimiter:
@@ -78,24 +164,52 @@ def _retry_after(response: httpx.Response) -> float | None:
             return None
 
 
-def _record_retry(reason: str, wait_s: float) -> None:
-    ref = current_run.get()
-    if ref is None:
+def _cap_timeout(request: httpx.Request, limit_s: float | None) -> None:
+    """Make every phase of this request's timeout at most `limit_s`."""
+    if limit_s is None:
         return
-    batch, run_id = ref
-    now = time.time()
-    batch.record_span(
-        run_id,
-        f"retry-{uuid.uuid4().hex[:8]}",
-        lambda s: replace(
-            s, kind="retry", name=f"retry after {reason}", started_at=now, finished_at=now + wait_s
-        ),
-    )
-    batch.note_step(run_id, f"retrying after {reason} (in {wait_s:.1f} s)")
+    current = request.extensions.get("timeout") or {}
+    request.extensions["timeout"] = {
+        phase: limit_s if current.get(phase) is None else min(current[phase], limit_s)
+        for phase in ("connect", "read", "write", "pool")
+    }
+
+
+def _describe(error: BaseException, request: httpx.Request) -> str:
+    """A failed attempt in words (no "rate limit" wording: CrewAI would re-send on that)."""
+    limits = request.extensions.get("timeout") or {}
+    if isinstance(error, httpx.ConnectTimeout):
+        return f"no connection to the model within {limits.get('connect') or 0:g} s (timeout)"
+    if isinstance(error, httpx.TimeoutException):
+        return f"the model did not answer within {limits.get('read') or 0:g} s (timeout)"
+    if isinstance(error, httpx.ConnectError):
+        return "cannot connect to the model (connection refused or unknown host)"
+    return f"the connection to the model failed ({type(error).__name__})"
+
+
+def _malformed(response: httpx.Response) -> bool:
+    """A 200 that claims JSON but is not (a body cut short): worth another try."""
+    if response.status_code != 200 or "json" not in response.headers.get("content-type", ""):
+        return False
+    response.read()
+    try:
+        json.loads(response.content)
+    except ValueError:
+        return True
+    return False
+
+
+def _failure(response: httpx.Response) -> str | None:
+    if response.status_code in TRANSIENT_STATUS:
+        return f"HTTP {response.status_code} from the model"
+    if _malformed(response):
+        return "the model answered a malformed body (not JSON)"
+    return None
 
 
 class ResilientTransport(httpx.HTTPTransport):
-    """An httpx transport that retries transient failures and honours a shared rate limit."""
+    """An httpx transport that retries transient failures within a budget and honours a shared
+    rate limit."""
 
     def __init__(
         self, policy: RetryPolicy | None = None, limiter: RateLimiter | None = None, **kwargs: Any
@@ -115,50 +229,59 @@ class ResilientTransport(httpx.HTTPTransport):
                 return after
         return float(self._backoff(state))
 
-    def _before_sleep(self, state: RetryCallState) -> None:
-        outcome = state.outcome
-        wait = state.next_action.sleep if state.next_action else 0.0
-        if outcome is None:
-            return
-        if outcome.failed:
-            reason = type(outcome.exception()).__name__
-        else:
-            response = outcome.result()
-            reason = f"HTTP {response.status_code}"
-            response.close()
-        _record_retry(reason, wait)
-
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        budget = crew_budget.get()
+        if budget is None:
+            budget = RetryBudget(self.policy.attempts, self.policy.max_total_s, per_crew=False)
+        elif budget.spent:
+            raise budget.error()  # a call CrewAI issues again: no request, no wait
+        _cap_timeout(request, budget.call_timeout_s)
+        failed: list[str | None] = [None]  # why this call's latest attempt failed, if it did
+
         def attempt() -> httpx.Response:
             if self.limiter is not None:
                 self.limiter.acquire()
-            response = super(ResilientTransport, self).handle_request(request)
+            started = time.monotonic()
+            try:
+                response = super(ResilientTransport, self).handle_request(request)
+            except httpx.TransportError as exc:
+                failed[0] = why = _describe(exc, request)
+                budget.fail(time.monotonic() - started, why)
+                raise
             if response.status_code in TRANSIENT_STATUS:
                 response.read()
+            failed[0] = _failure(response)
+            if failed[0] is not None:
+                budget.fail(time.monotonic() - started, failed[0])
             return response
 
+        def before_sleep(state: RetryCallState) -> None:
+            wait = state.next_action.sleep if state.next_action else 0.0
+            budget.wait(wait)
+            if state.outcome is not None and not state.outcome.failed:
+                state.outcome.result().close()
+            if budget.on_retry is not None:
+                budget.on_retry(failed[0] or "a failure", wait)
+
+        def give_up(state: RetryCallState) -> httpx.Response:
+            assert state.outcome is not None
+            error = state.outcome.exception() if state.outcome.failed else None
+            if budget.per_crew:  # this and every later call of the crew fail with one message
+                raise budget.error() from error
+            if error is not None:  # one call out of tries: its last exception as it was,
+                raise error
+            response: httpx.Response = state.outcome.result()
+            return response  # or its last response, whose status the client raises
+
         retrying = Retrying(
-            stop=stop_after_attempt(self.policy.attempts)
-            | stop_after_delay(self.policy.max_total_s),
+            stop=lambda state: not budget.allows(state.upcoming_sleep),
             wait=self._wait,
             retry=retry_if_exception_type(httpx.TransportError)
-            | retry_if_result(lambda r: r.status_code in TRANSIENT_STATUS),
-            before_sleep=self._before_sleep,
-            retry_error_callback=_give_up,
+            | retry_if_result(lambda _: failed[0] is not None),
+            before_sleep=before_sleep,
+            retry_error_callback=give_up,
         )
         return retrying(attempt)
-
-
-def _give_up(state: RetryCallState) -> httpx.Response:
-    """Out of tries: the last response goes to the client (which raises its status error), or
-    the last exception is raised as it was."""
-    assert state.outcome is not None
-    if state.outcome.failed:
-        error = state.outcome.exception()
-        assert error is not None
-        raise error
-    response: httpx.Response = state.outcome.result()
-    return response
 
 
 _limiters: dict[tuple[str, int], RateLimiter] = {}

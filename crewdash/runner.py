@@ -9,6 +9,8 @@ machine) would silently cap concurrent crews at 6.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import itertools
 import logging
 import threading
@@ -42,6 +44,7 @@ from crewdash.store import Store
 log = logging.getLogger(__name__)
 
 MAX_BATCHES_KEPT = 500
+CANCEL_WAIT_S = 30.0  # how long a cancel waits for the crews it stopped to be recorded
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ CrewFactory = Callable[[BaseBlueprint, str, RunSettings], Crew]
 
 class ShuttingDownError(CrewdashError):
     """The runner no longer admits batches."""
+
+
+def _unstarted(task: asyncio.Task[None]) -> bool:
+    """A task that has not run its first step: cancelled now, its body never runs at all."""
+    coro = task.get_coro()
+    return inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
 
 
 def _leave(admission: Admission, ticket: Ticket, _: object) -> None:
@@ -229,8 +238,13 @@ class Runner:
                     await asyncio.shield(self._finish(batch, self._stopped(batch, crew.run_id)))
             self._tasks.pop(batch.batch_id, None)
             self._cancelled.difference_update({batch.batch_id, *batch.run_ids})
+            # here, not after: when close() cancels this task its crews end, so the batch does
+            await asyncio.shield(self._save_end(batch))
+
+    async def _save_end(self, batch: Batch) -> None:
+        """Write the batch's end, late spans included (on shutdown close() has its deadline)."""
         if self.store is not None:
-            await asyncio.to_thread(crewai_event_bus.flush, 10)  # late spans go in too
+            await asyncio.to_thread(crewai_event_bus.flush, 1 if self._shutting_down else 10)
             await self._persist(self.store.finish_batch, batch.snapshot())
 
     async def _persist(self, write: Callable[..., None], *args: Any) -> None:
@@ -241,17 +255,12 @@ class Runner:
             log.error("could not save to the history database: %s", describe_error(exc))
 
     def cancel(self, batch_id: str) -> int:
-        """Cancel a batch's unfinished crews; returns how many were still queued or running."""
-        batch = self.batch(batch_id)
-        pending = [c for c in batch.snapshot().crews if not c.state.final]
+        """Cancel a batch's unfinished crews; returns how many this call stopped.
 
-        def _cancel() -> None:
-            self._cancelled.add(batch_id)
-            for task in self._tasks.get(batch_id, []):
-                task.cancel()
-
-        self._loop.call_soon_threadsafe(_cancel)
-        return len(pending)
+        Waits (briefly) for the crews to end, so a second cancel, or a crew that finished at that
+        instant and keeps its result, counts 0. Never call it from the runner's own loop.
+        """
+        return self._cancel(self.batch(batch_id), None)
 
     def admission(self, batch_id: str) -> tuple[int, int]:
         """(crews of earlier batches still queued ahead of this one, crews running now in the
@@ -265,22 +274,44 @@ class Runner:
         return ahead, sum(s.count(CrewState.RUNNING) for s in snaps)
 
     def cancel_crew(self, batch_id: str, run_id: str) -> bool:
-        """Cancel one crew of a batch; False if it had already ended."""
+        """Cancel one crew of a batch; True only if this call stopped it (False if it had
+        already ended, finished first, or another cancel got there first)."""
         batch = self.batch(batch_id)
-        crew = next((c for c in batch.snapshot().crews if c.run_id == run_id), None)
-        if crew is None:
+        if run_id not in batch.run_ids:
             raise UnknownBatchError(f"{batch_id}/{run_id}")
-        if crew.state.final:
-            return False
+        return self._cancel(batch, {run_id}) == 1
 
-        def _cancel() -> None:
-            self._cancelled.add(run_id)
-            for task in self._tasks.get(batch_id, []):
-                if task.get_name() == run_id:
-                    task.cancel()
+    def _cancel(self, batch: Batch, only: set[str] | None) -> int:
+        if batch.snapshot().done or self._loop.is_closed():
+            return 0
+        future = asyncio.run_coroutine_threadsafe(self._cancel_on_loop(batch, only), self._loop)
+        return future.result(CANCEL_WAIT_S + 5)
 
-        self._loop.call_soon_threadsafe(_cancel)
-        return True
+    async def _cancel_on_loop(self, batch: Batch, only: set[str] | None) -> int:
+        """Claim the unfinished crews no other cancel has claimed, stop them, and count those
+        that ended `cancelled`. On the loop thread, so claims and task states cannot race."""
+        claimed = {
+            c.run_id
+            for c in batch.snapshot().crews
+            if not c.state.final
+            and c.run_id not in self._cancelled
+            and (only is None or c.run_id in only)
+        }
+        if not claimed:
+            return 0
+        self._cancelled.update(claimed)  # crews not started yet end as cancelled in _run_batch
+        tasks = [t for t in self._tasks.get(batch.batch_id, []) if t.get_name() in claimed]
+        unstarted = [t for t in tasks if _unstarted(t)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in unstarted:  # cancelled before its first step, its own ending never ran
+            await self._finish(batch, self._stopped(batch, task.get_name()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CANCEL_WAIT_S):
+                while not all(batch.crew(r).state.final for r in claimed):
+                    await asyncio.sleep(0.01)  # endings being written to the store
+        return sum(1 for r in claimed if batch.crew(r).state is CrewState.CANCELLED)
 
     def _job(
         self,

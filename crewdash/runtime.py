@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot
 from crewdash.blueprints import builtin_blueprint
@@ -22,15 +24,17 @@ from crewdash.config import (
     silence_telemetry,
 )
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, FailureRates, LatencyProfile
-from crewdash.errors import SettingsError, UnknownBatchError
+from crewdash.errors import SettingsError, UnknownBatchError, describe_error
 from crewdash.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
 from crewdash.jobs import JobRunner
 from crewdash.llm import LLMSettings, default_llm_settings
+from crewdash.pricing import check_prices_file
 from crewdash.runner import Runner, RunSettings
-from crewdash.store import Store
+from crewdash.store import DEFAULT_LEASE_S, Store
 
 silence_telemetry()
 quiet_crewai_logs()
+log = logging.getLogger(__name__)
 
 
 def demo_profile_from_env(env: Mapping[str, str] | None = None) -> LatencyProfile:
@@ -73,6 +77,71 @@ def backend_from_env(env: Mapping[str, str] | None = None) -> Backend:
     )
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """How a server shows the store it is alive: a heartbeat every `heartbeat_s`. A server
+    silent for `lease_s` is presumed dead; every server sweeps the store at each heartbeat, so a
+    dead server's unfinished batches become interrupted within `lease_s + heartbeat_s`."""
+
+    heartbeat_s: float = 5.0
+    lease_s: float = DEFAULT_LEASE_S
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.heartbeat_s <= 3600:
+            raise SettingsError("CREWDASH_OWNER_HEARTBEAT_S must be between 0.05 and 3600 seconds")
+        if not 2 * self.heartbeat_s <= self.lease_s <= 86_400:
+            raise SettingsError(
+                "CREWDASH_OWNER_LEASE_S must be at least twice CREWDASH_OWNER_HEARTBEAT_S "
+                f"({self.heartbeat_s:g} s) and at most 86400 seconds, got {self.lease_s:g}"
+            )
+
+
+def liveness_from_env(env: Mapping[str, str] | None = None) -> Liveness:
+    """`CREWDASH_OWNER_HEARTBEAT_S` (5) and `CREWDASH_OWNER_LEASE_S` (30)."""
+    env = os.environ if env is None else env
+    defaults = Liveness()
+    heartbeat = env_float("CREWDASH_OWNER_HEARTBEAT_S", defaults.heartbeat_s, env)
+    lease = env_float("CREWDASH_OWNER_LEASE_S", defaults.lease_s, env)
+    assert heartbeat is not None and lease is not None  # both have defaults
+    return Liveness(heartbeat, lease)
+
+
+class Heartbeat:
+    """A daemon thread that renews this process's lease and sweeps the store for batches of
+    servers whose lease ran out (killed, or their pod replaced); a failing database is logged
+    and tried again at the next beat."""
+
+    def __init__(self, store: Store, liveness: Liveness) -> None:
+        self.store = store
+        self.liveness = liveness
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="crewdash-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.liveness.heartbeat_s):
+            self.beat()
+
+    def beat(self) -> None:
+        try:
+            if not self.store.beat():
+                log.error(
+                    "this server's heartbeat was late by more than %g s: other servers presumed "
+                    "it dead and marked its running batches interrupted",
+                    self.liveness.lease_s,
+                )
+            ended = self.store.interrupt_orphans(self.liveness.lease_s)
+        except Exception as exc:  # noqa: BLE001 - the next beat tries again
+            log.warning("heartbeat: the history database failed: %s", describe_error(exc))
+            return
+        if ended:
+            log.warning("%d crews of stopped servers were marked interrupted", ended)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 async def _ignore(_: CrewSnapshot) -> None:
     """A `started` callback for crews nobody watches."""
 
@@ -111,21 +180,42 @@ class Runtime:
         store: Store | None = None,
         demo_failures: FailureRates | None = None,
         backend: Backend | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.default_settings = default_settings
         self.demo_profile = demo_profile
         self.store = store
-        self.interrupted_at_start = store.interrupt_orphans() if store is not None else 0
+        self.liveness = liveness or liveness_from_env()
         self.demo_failures = demo_failures or FailureRates()
         self._demos: dict[tuple[LatencyProfile, FailureRates], DemoLLMServer] = {}
         self._demo_lock = threading.Lock()
-        self.runner = Runner(
-            max_concurrency=default_settings.max_concurrency,
-            demo_base_url=self.demo_base_url,
-            store=store,
-            backend=backend,
-        )
-        self.jobs = JobRunner()
+        self._heartbeat: Heartbeat | None = None
+        try:
+            self.interrupted_at_start = 0
+            if store is not None:  # alive before the first batch, and the dead ones ended at once
+                store.beat()
+                self.interrupted_at_start = store.interrupt_orphans(self.liveness.lease_s)
+            self.runner = Runner(
+                max_concurrency=default_settings.max_concurrency,
+                demo_base_url=self.demo_base_url,
+                store=store,
+                backend=backend,
+            )
+            self.jobs = JobRunner()
+            self._heartbeat = Heartbeat(store, self.liveness) if store is not None else None
+        except BaseException:
+            self._abandon(backend)
+            raise
+
+    def _abandon(self, backend: Backend | None) -> None:
+        """Undo a start that failed half-way: the runner's thread, the backend, the store."""
+        if hasattr(self, "runner"):
+            self.close()  # the runner closes the backend
+            return
+        if backend is not None:
+            backend.close()
+        if self.store is not None:
+            self.store.close()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
@@ -135,16 +225,19 @@ class Runtime:
             raise SettingsError("CREWDASH_MAX_CONCURRENCY must be between 1 and 1000")
         settings = RunSettings(llm=default_llm_settings(env), max_concurrency=limit)
         profile = demo_profile_from_env(env)
+        liveness = liveness_from_env(env)
         try:
             failures = FailureRates.parse(env.get("CREWDASH_DEMO_FAILURES", ""), profile.seed)
         except ValueError as exc:
             raise SettingsError(f"CREWDASH_DEMO_FAILURES: {exc}") from None
+        check_prices_file(env)
         backend = backend_from_env(env)  # first: a wrong cluster address fails before anything
         try:
-            return cls(settings, profile, Store(env.get("DATABASE_URL") or None), failures, backend)
+            store = Store(env.get("DATABASE_URL") or None)
         except BaseException:
             backend.close()
             raise
+        return cls(settings, profile, store, failures, backend, liveness)  # closes both on failure
 
     def snapshot(self, batch_id: str) -> BatchSnapshot:
         """A batch from this process's runner (live), else from the history database."""
@@ -191,7 +284,13 @@ class Runtime:
 
     def close(self) -> None:
         self.runner.close()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self.store is not None:
+            try:
+                self.store.release()
+            except Exception as exc:  # noqa: BLE001 - the lease then runs out by itself
+                log.warning("could not release this server's lease: %s", describe_error(exc))
             self.store.close()
         with self._demo_lock:
             for server in self._demos.values():

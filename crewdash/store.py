@@ -3,6 +3,12 @@
 A SQLite file under `data/` by default (WAL mode, created on first start); `DATABASE_URL`
 selects PostgreSQL. The schema is owned by Alembic migrations, applied when a store opens.
 Writes happen off the runner's event loop (callers use `asyncio.to_thread`).
+
+Every batch belongs to an *owner*: one start of one process (a random id, with host and PID
+only for messages). An owner renews a heartbeat in the `owners` table; one whose heartbeat is
+older than the lease is presumed dead, and any process sweeping the store ends its unfinished
+batches as interrupted. PIDs and host names are never trusted: in a container the server is
+PID 1 at every start, and a replaced pod has a new host name.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +33,32 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     create_engine,
+    delete,
     event,
+    exists,
     func,
+    insert,
+    literal,
     or_,
     select,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState, Span, TaskResult, TokenUsage
 from crewdash.config import PROJECT_ROOT
-from crewdash.errors import CrewdashError
+from crewdash.errors import BatchElsewhereError, CrewdashError, UnknownBatchError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_URL = f"sqlite:///{PROJECT_ROOT / 'data' / 'crewdash.db'}"
-OWNER = f"{socket.gethostname()}:{os.getpid()}"
+DEFAULT_LEASE_S = 30.0
+INTERRUPTED_ERROR = "interrupted: the server stopped before this crew finished"
+OPEN_STATES = (CrewState.QUEUED.value, CrewState.RUNNING.value)
 
 
 class StoreError(CrewdashError):
@@ -59,7 +74,7 @@ class BatchRow(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     created_at: Mapped[float] = mapped_column(Float, index=True)
-    finished_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, index=True)
     blueprint: Mapped[str] = mapped_column(String(100))
     model_label: Mapped[str] = mapped_column(String(300))
     model: Mapped[str] = mapped_column(String(200), default="")
@@ -112,6 +127,18 @@ class SpanRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+class OwnerRow(Base):
+    """One process start that runs batches, alive while its heartbeat is within the lease."""
+
+    __tablename__ = "owners"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)  # the database's clock
+
+
 class BenchRunRow(Base):
     __tablename__ = "bench_runs"
 
@@ -151,9 +178,12 @@ class BatchSummary:
 
     @property
     def state(self) -> str:
+        """A batch whose crews have all ended is finished, even if its end was never written."""
         if self.counts.get(CrewState.INTERRUPTED.value):
             return "interrupted"
-        if self.finished_at is None:
+        if any(self.counts.get(state) for state in OPEN_STATES):
+            return "running"
+        if not self.counts and self.finished_at is None:
             return "running"
         return "failed" if self.counts.get(CrewState.FAILED.value) else "succeeded"
 
@@ -202,6 +232,9 @@ class Store:
             ) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.Lock()
+        self.owner_id = uuid.uuid4().hex  # this start's batches; never reused by a restart
+        self._owner_lock = threading.Lock()
+        self._registered = False
 
     def _migrate(self) -> None:
         config = Config()
@@ -216,7 +249,9 @@ class Store:
     # --- writes -------------------------------------------------------------------------------
 
     def create_batch(self, snap: BatchSnapshot, source: str = "page") -> None:
-        with Session(self.engine) as session, session.begin():
+        with self._owner_lock, Session(self.engine) as session, session.begin():
+            self._renew(session)  # the batch's owner is alive from its first row on
+            self._registered = True
             session.add(
                 BatchRow(
                     id=snap.batch_id,
@@ -227,7 +262,7 @@ class Store:
                     model=snap.model,
                     max_concurrency=snap.max_concurrency,
                     notes=json.dumps(list(snap.notes)),
-                    owner=OWNER,
+                    owner=self.owner_id,
                     source=source,
                     kind=snap.kind,
                 )
@@ -266,33 +301,119 @@ class Store:
                 .values(finished_at=snap.finished_at)
             )
 
-    def interrupt_orphans(self) -> int:
-        """Mark crews of batches whose process is gone as interrupted; returns how many.
+    # --- owners and their leases -------------------------------------------------------------
 
-        A batch belongs to the process that ran it (`host:pid`). Unfinished batches of this
-        host whose process no longer exists are ended: their finished crews stay as they are.
+    def _now(self) -> Any:
+        """The database's clock in epoch seconds: replicas compare heartbeats on one clock."""
+        if self.engine.dialect.name == "postgresql":
+            return sql_cast(func.extract("epoch", func.clock_timestamp()), Float)
+        if self.engine.dialect.name == "sqlite":
+            return (func.julianday("now") - 2440587.5) * 86400.0
+        return literal(time.time(), Float)  # pragma: no cover - only SQLite and PostgreSQL
+
+    def _renew(self, session: Session) -> bool:
+        """Renew this owner's heartbeat; False if its row was missing (and is written now)."""
+        connection = session.connection()
+        renewed = connection.execute(
+            update(OwnerRow).where(OwnerRow.id == self.owner_id).values(heartbeat_at=self._now())
+        ).rowcount
+        if renewed:
+            return True
+        connection.execute(
+            insert(OwnerRow).values(
+                id=self.owner_id,
+                host=socket.gethostname()[:200],
+                pid=os.getpid(),
+                started_at=time.time(),
+                heartbeat_at=self._now(),
+            )
+        )
+        return False
+
+    def beat(self) -> bool:
+        """Renew this process's lease. False if another process had presumed it dead meanwhile
+        (its heartbeat was late by more than the lease): its open batches were ended then."""
+        with self._owner_lock, Session(self.engine) as session, session.begin():
+            known = self._renew(session)
+            registered, self._registered = self._registered, True
+            return known or not registered
+
+    def release(self) -> None:
+        """Give the lease up on a clean exit: whatever this process left open is ended by the
+        next sweep of any process, without waiting for the lease to run out."""
+        with self._owner_lock, Session(self.engine) as session, session.begin():
+            session.execute(
+                update(OwnerRow).where(OwnerRow.id == self.owner_id).values(heartbeat_at=0.0)
+            )
+
+    def interrupt_orphans(self, lease_s: float = DEFAULT_LEASE_S) -> int:
+        """End the batches of owners silent for longer than `lease_s`; returns how many crews.
+
+        Their queued and running crews become interrupted and the batch gets its end; finished
+        crews stay as they are. Batches written before owners had heartbeats count from their
+        creation. This store's own batches are never touched, and owners with nothing left open
+        are forgotten.
         """
-        host = socket.gethostname()
         with Session(self.engine) as session, session.begin():
-            open_batches = session.scalars(
-                select(BatchRow).where(BatchRow.finished_at.is_(None))
+            expired = session.execute(select(self._now())).scalar_one() - lease_s
+            dead = session.execute(
+                select(BatchRow.id, BatchRow.created_at, OwnerRow.heartbeat_at)
+                .outerjoin(OwnerRow, OwnerRow.id == BatchRow.owner)
+                .where(
+                    BatchRow.finished_at.is_(None),
+                    BatchRow.owner != self.owner_id,
+                    or_(
+                        OwnerRow.heartbeat_at < expired,
+                        and_(OwnerRow.id.is_(None), BatchRow.created_at < expired),
+                    ),
+                )
             ).all()
-            dead = [b for b in open_batches if _owner_is_gone(b.owner, host)]
-            changed = 0
-            for batch in dead:
-                rows = session.scalars(select(CrewRow).where(CrewRow.batch_id == batch.id)).all()
-                ends = [r.finished_at for r in rows if r.finished_at]
-                stamp = max(ends, default=batch.created_at)
-                for row in rows:
-                    if row.state in (CrewState.QUEUED.value, CrewState.RUNNING.value):
-                        row.state = CrewState.INTERRUPTED.value
-                        row.error = "interrupted: the server stopped before this crew finished"
-                        row.step = "interrupted"
-                        row.finished_at = row.finished_at or stamp
-                        row.started_at = row.started_at or row.finished_at
-                        changed += 1
-                batch.finished_at = stamp
+            changed = sum(
+                _end_batch(session, row.id, row.heartbeat_at or row.created_at) for row in dead
+            )
+            session.execute(
+                delete(OwnerRow).where(
+                    OwnerRow.heartbeat_at < expired,
+                    OwnerRow.id != self.owner_id,
+                    ~exists().where(BatchRow.owner == OwnerRow.id, BatchRow.finished_at.is_(None)),
+                )
+            )
             return changed
+
+    def end_orphan(self, batch_id: str, lease_s: float = DEFAULT_LEASE_S) -> int:
+        """Cancel a batch no running process holds, as far as the store can: its unfinished
+        crews become interrupted at once (they stopped when their server did). Returns how many.
+
+        Raises `UnknownBatchError` for an unknown id and `BatchElsewhereError` while the batch's
+        owner is alive, i.e. another server runs it and only that server can stop its crews.
+        """
+        with Session(self.engine) as session, session.begin():
+            batch = session.get(BatchRow, batch_id)
+            if batch is None:
+                raise UnknownBatchError(batch_id)
+            open_crews = session.scalar(
+                select(func.count())
+                .select_from(CrewRow)
+                .where(CrewRow.batch_id == batch_id, CrewRow.state.in_(OPEN_STATES))
+            )
+            if not open_crews and batch.finished_at is not None:
+                return 0
+            now = session.execute(select(self._now())).scalar_one()
+            owner = session.get(OwnerRow, batch.owner)
+            last_seen = (owner.heartbeat_at if owner is not None else 0.0) or batch.created_at
+            if open_crews and (batch.owner == self.owner_id or now - last_seen <= lease_s):
+                where = (
+                    f"host {owner.host}, pid {owner.pid}, last heartbeat "
+                    f"{max(now - last_seen, 0):.0f} s ago"
+                    if owner is not None
+                    else batch.owner
+                )
+                raise BatchElsewhereError(
+                    f"batch {batch_id} runs on another server ({where}); cancel it there, or if "
+                    f"that server has stopped, its crews end as interrupted once its "
+                    f"{lease_s:g} s lease runs out"
+                )
+            return _end_batch(session, batch_id, last_seen)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -301,14 +422,7 @@ class Store:
             batch = session.get(BatchRow, batch_id)
             if batch is None:
                 return None
-            crews = session.scalars(
-                select(CrewRow).where(CrewRow.batch_id == batch_id).order_by(CrewRow.idx)
-            ).all()
-            spans: dict[str, list[Span]] = {}
-            for row in session.scalars(
-                select(SpanRow).where(SpanRow.run_id.in_([c.run_id for c in crews]))
-            ):
-                spans.setdefault(row.run_id, []).append(_span(row))
+            crews = _load_crews(session, batch_id, None)
         return BatchSnapshot(
             batch_id=batch.id,
             blueprint=batch.blueprint,
@@ -318,24 +432,51 @@ class Store:
             notes=tuple(json.loads(batch.notes or "[]")),
             model=batch.model,
             kind=batch.kind,
-            crews=tuple(_crew(c, spans.get(c.run_id, [])) for c in crews),
+            crews=tuple(crews),
         )
+
+    def refresh(self, snap: BatchSnapshot) -> BatchSnapshot:
+        """`snap` with the crews whose state changed in the store read again, for watching a
+        batch another process runs without loading all of it on every look.
+
+        Crews are written when they start and when they end, so a crew's state says when its
+        row changed: one small query of the states, then only the changed crews and spans.
+        """
+        with Session(self.engine) as session:
+            states = {
+                run_id: state
+                for run_id, state in session.execute(
+                    select(CrewRow.run_id, CrewRow.state).where(CrewRow.batch_id == snap.batch_id)
+                )
+            }
+            changed = [c.run_id for c in snap.crews if states.get(c.run_id, c.state) != c.state]
+            if not changed:
+                return snap
+            fresh = {c.run_id: c for c in _load_crews(session, snap.batch_id, changed)}
+        return replace(snap, crews=tuple(fresh.get(c.run_id, c) for c in snap.crews))
 
     def list_batches(
         self, search: str | None = None, limit: int = 200, offset: int = 0
     ) -> list[BatchSummary]:
-        """Newest first; `search` matches topics, blueprint, model or the batch id."""
+        """Newest first; `search` matches topics, blueprint, model or the batch id, as plain
+        text (`%` and `_` are themselves, not LIKE wildcards), ignoring case."""
+        if search and "\x00" in search:
+            return []  # nothing stored holds NUL (PostgreSQL cannot), and it must not reach it
         with Session(self.engine) as session:
             query = select(BatchRow).order_by(BatchRow.created_at.desc())
             if search:
-                like = f"%{search.lower()}%"
-                matching = select(CrewRow.batch_id).where(func.lower(CrewRow.topic).like(like))
+                text = search.lower()
+
+                def has(column: Any) -> Any:
+                    return func.lower(column).contains(text, autoescape=True)
+
+                matching = select(CrewRow.batch_id).where(has(CrewRow.topic))
                 query = query.where(
                     or_(
                         BatchRow.id.in_(matching),
-                        func.lower(BatchRow.blueprint).like(like),
-                        func.lower(BatchRow.model_label).like(like),
-                        func.lower(BatchRow.id).like(like),
+                        has(BatchRow.blueprint),
+                        has(BatchRow.model_label),
+                        has(BatchRow.id),
                     )
                 )
             batches = session.scalars(query.limit(limit).offset(offset)).all()
@@ -404,21 +545,54 @@ class Store:
     def delete_all(self) -> None:
         """Empty every table (tests only)."""
         with Session(self.engine) as session, session.begin():
-            for table in (SpanRow, CrewRow, BatchRow, BenchRunRow):
+            for table in (SpanRow, CrewRow, BatchRow, BenchRunRow, OwnerRow):
                 session.query(table).delete()
 
 
-def _owner_is_gone(owner: str, host: str) -> bool:
-    owner_host, _, pid = owner.rpartition(":")
-    if owner == OWNER or owner_host != host or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+def _end_batch(session: Session, batch_id: str, last_seen: float) -> int:
+    """Interrupt a dead owner's unfinished crews and end the batch; returns how many crews.
+
+    Conditional updates, so two processes sweeping at once never count a crew twice. The crews
+    ran until the owner's last sign of life at most; that (or the latest crew's end) is their end.
+    """
+    connection = session.connection()
+    latest = session.scalar(
+        select(func.max(CrewRow.finished_at)).where(CrewRow.batch_id == batch_id)
+    )
+    stamp = max(last_seen, latest or 0.0)
+    ended = connection.execute(
+        update(CrewRow)
+        .where(CrewRow.batch_id == batch_id, CrewRow.state.in_(OPEN_STATES))
+        .values(
+            state=CrewState.INTERRUPTED.value,
+            error=INTERRUPTED_ERROR,
+            step="interrupted",
+            finished_at=func.coalesce(CrewRow.finished_at, stamp),
+            started_at=func.coalesce(CrewRow.started_at, CrewRow.finished_at, stamp),
+        )
+    ).rowcount
+    connection.execute(
+        update(BatchRow)
+        .where(BatchRow.id == batch_id, BatchRow.finished_at.is_(None))
+        .values(finished_at=stamp)
+    )
+    return ended
+
+
+def _load_crews(
+    session: Session, batch_id: str, run_ids: Sequence[str] | None
+) -> list[CrewSnapshot]:
+    """A batch's crews (all, or those of `run_ids`) with their spans, in the batch's order."""
+    query = select(CrewRow).where(CrewRow.batch_id == batch_id).order_by(CrewRow.idx)
+    if run_ids is not None:
+        query = query.where(CrewRow.run_id.in_(run_ids))
+    crews = session.scalars(query).all()
+    spans: dict[str, list[Span]] = {}
+    for row in session.scalars(
+        select(SpanRow).where(SpanRow.run_id.in_([c.run_id for c in crews]))
+    ):
+        spans.setdefault(row.run_id, []).append(_span(row))
+    return [_crew(c, spans.get(c.run_id, [])) for c in crews]
 
 
 def _crew_row(batch_id: str, c: CrewSnapshot) -> CrewRow:

@@ -42,6 +42,17 @@ def test_module_entry_point_help() -> None:
     assert "run" in result.stdout and "demo-llm" in result.stdout
 
 
+def test_a_byte_order_mark_at_the_start_of_a_topic_file_is_not_part_of_the_topic(
+    tmp_path: Path,
+) -> None:
+    topics = tmp_path / "topics.txt"
+    topics.write_bytes("alpha\nbeta\n".encode("utf-8-sig"))  # as Windows Notepad saves it
+    out = tmp_path / "run.json"
+    args = ["run", "alpha", "--file", str(topics), "--latency", "0", "--no-history"]
+    assert main([*args, "--blueprint", "timing", "--json", str(out)]) == 0
+    assert [c["topic"] for c in json.loads(out.read_text())["crews_detail"]] == ["alpha", "beta"]
+
+
 def test_run_with_a_users_crews_folder_still_has_the_built_ins(tmp_path: Path) -> None:
     config = tmp_path / "mine" / "config"
     config.mkdir(parents=True)
@@ -127,3 +138,25 @@ def test_bad_project_input_is_one_line_and_exit_code_2(
         assert main(["run", "x", *args, "--latency", "0", "--no-history"]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CREWDASH_DEMO_SEED": "abc"},
+        {"CREWDASH_DEMO_LATENCY": "soon"},
+        {"CREWDASH_RUNNER": "ray", "CREWDASH_RAY_WORKERS": "many"},
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_code_2(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "crewdash", "run", "x", "--no-history"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {list(env)[-1]} must be a")

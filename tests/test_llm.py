@@ -97,3 +97,51 @@ def test_unknown_model_or_path_is_a_404_message(demo_server) -> None:  # type: i
         LLMSettings(provider="openai_compatible", model="ghost", base_url=wrong)
     )
     assert result.error == f"Unknown model 'ghost' or wrong URL (404) at {wrong}."
+
+
+def test_a_timeout_says_timeout_not_cannot_reach() -> None:
+    from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
+    from crewdash.llm import check_connection
+
+    hang = FailureRates(rate_hang=1.0, hang_s=60)
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0), failures=hang) as server:
+        settings = LLMSettings(provider="openai_compatible", model="m", base_url=server.base_url)
+        result = check_connection(settings, timeout_s=1)
+    # CrewAI re-raises the SDK's timeout as a ConnectionError; the server was reachable
+    assert result.error == f"The model at {server.base_url} did not answer within 1 s (timeout)."
+
+
+def test_one_call_has_a_30_s_timeout_and_no_sdk_retries_of_its_own() -> None:
+    llm = build_llm(LLMSettings(), "http://127.0.0.1:9/v1")
+    assert llm._get_sync_client().timeout == 30  # type: ignore[attr-defined]
+    assert llm._get_sync_client().max_retries == 0  # type: ignore[attr-defined]
+    # the async client CrewAI builds itself must not multiply the retries either
+    assert llm._get_async_client().max_retries == 0  # type: ignore[attr-defined]
+
+
+def test_call_timeout_and_retry_budget_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = LLMSettings()
+    assert (defaults.timeout_s, defaults.retry_tries, defaults.retry_seconds) == (30, 8, 90)
+    monkeypatch.setenv("CREWDASH_LLM_TIMEOUT", "12")
+    monkeypatch.setenv("CREWDASH_RETRY_TRIES", "3")
+    monkeypatch.setenv("CREWDASH_RETRY_SECONDS", "40")
+    configured = LLMSettings()
+    assert (configured.timeout_s, configured.retry_tries, configured.retry_seconds) == (12, 3, 40)
+    monkeypatch.setenv("CREWDASH_RETRY_TRIES", "many")
+    with pytest.raises(SettingsError, match="CREWDASH_RETRY_TRIES must be a whole number"):
+        LLMSettings()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"timeout_s": 0}, "per-call timeout"),
+        ({"retry_tries": 0}, "between 1 and 100 tries"),
+        ({"retry_seconds": -1}, "between 0 and 3600 seconds"),
+    ],
+)
+def test_unusable_timeouts_and_budgets_are_refused(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        LLMSettings(**kwargs)  # type: ignore[arg-type]

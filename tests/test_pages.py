@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from crewdash.batch import CrewState
+from tests.leaks import held, settled
 from ui.session import runtime
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -341,3 +342,60 @@ def test_a_project_batch_shows_every_task_output_steps_and_files(projects_path: 
     assert "page subject Ax" in markdown_text(at)
     files = [b for b in at.get("download_button") if b.proto.label == "brief.md"]
     assert len(files) == 2
+
+
+def test_a_crews_folder_of_ones_own_keeps_the_built_in_blueprints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "mine" / "config"
+    mine.mkdir(parents=True)
+    (mine / "agents.yaml").write_text("a:\n  role: R\n  goal: G {topic}\n  backstory: B\n")
+    (mine / "tasks.yaml").write_text(
+        "t:\n  description: D {topic}\n  expected_output: E\n  agent: a\n"
+    )
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
+    at = start()
+    assert not at.error
+    options = at.sidebar.selectbox(key="sidebar.blueprint").options
+    assert {"mine", "research", "timing"} <= set(options)
+
+
+def test_a_failed_start_says_why_and_leaves_nothing_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every load of a dashboard that cannot start used to leave a runner thread and a demo model
+    server (with its listening socket) behind; now a failed start closes what it began."""
+    monkeypatch.setattr("crewdash.blueprints.CREWS_DIR", tmp_path)  # a broken install
+
+    def load() -> None:
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.run()
+        assert not at.exception
+        assert len(at.error) == 1
+        assert at.error[0].value.startswith("crewdash cannot start: no blueprint named 'timing'")
+
+    load()  # Streamlit starts its own long-lived threads on a first run
+    before = held()
+    for _ in range(4):
+        load()
+    assert settled(before) == before
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("CREWDASH_MAX_CONCURRENCY", "abc", "must be a whole number, got 'abc'"),
+        ("CREWDASH_DEMO_LATENCY", "soon", "must be a number, got 'soon'"),
+        ("CREWDASH_PRICES_FILE", "/no/such/prices.yaml", "cannot read prices from"),
+    ],
+)
+def test_a_bad_setting_is_one_error_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith(f"crewdash cannot start: {name}")
+    assert message in error.value and "\n" not in error.value

@@ -123,9 +123,15 @@ def test_per_batch_limit_queues_the_rest(runner: Runner) -> None:
     batch_id = runner.submit(
         "timing", [f"crew-{i}" for i in range(6)], RunSettings(max_concurrency=2)
     )
-    time.sleep(LATENCY / 2)
-    states = [c.state for c in runner.snapshot(batch_id).crews]
-    assert states.count(CrewState.RUNNING) == 2 and states.count(CrewState.QUEUED) == 4
+    seen = []  # polled, not slept: on a loaded machine the first starts can take a while
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        states = [c.state for c in runner.snapshot(batch_id).crews]
+        seen.append((states.count(CrewState.RUNNING), states.count(CrewState.QUEUED)))
+        if seen[-1][0] == 2 or states.count(CrewState.SUCCEEDED):
+            break
+        time.sleep(0.01)
+    assert seen[-1] == (2, 4), seen[-1]
     snap = finish(runner, batch_id)
     assert peak_overlap(snap) == 2
     assert [c.result for c in snap.crews] == [f"crew-{i} done" for i in range(6)]
@@ -326,3 +332,79 @@ def test_a_batch_limit_below_the_process_cap_lets_later_batches_use_the_free_slo
     b1, b2 = (c.started_at or 0 for c in snaps[1].crews)
     assert max(b1, b2) < a2  # the second batch did not wait behind the first one's own limit
     assert a2 - a1 >= 0.9  # while the first batch ran one crew at a time
+
+
+def test_close_with_crews_in_flight_writes_the_batchs_end_too(demo_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from crewdash.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'history.db'}")
+    r = Runner(max_concurrency=1, demo_base_url=lambda: demo_server.base_url, store=store)
+    try:
+        batch_id = r.submit("timing", ["runs", "waits"])
+        time.sleep(0.2)
+        r.close()  # what SIGTERM does
+        (row,) = store.list_batches()
+        saved = store.load(batch_id)
+    finally:
+        store.close()
+    assert saved is not None and saved.done
+    assert [c.state for c in saved.crews] == [CrewState.INTERRUPTED] * 2
+    assert row.finished_at is not None and row.finished_at == saved.finished_at
+    assert row.state == "interrupted" and row.wall_s is not None
+
+
+def test_a_cancel_counts_the_crews_it_stopped_and_a_second_one_counts_none(demo_server) -> None:  # type: ignore[no-untyped-def]
+    from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=1.5)) as slow:
+        r = Runner(max_concurrency=3, demo_base_url=lambda: slow.base_url)
+        try:
+            batch_id = r.submit("timing", [f"c{i}" for i in range(5)])  # 3 run, 2 wait
+            time.sleep(0.3)
+            assert r.cancel(batch_id) == 5
+            assert r.snapshot(batch_id).done  # the count is of crews already ended
+            assert r.cancel(batch_id) == 0
+            assert not r.cancel_crew(batch_id, r.batch(batch_id).run_ids[0])
+        finally:
+            r.close()
+
+
+def test_cancelling_a_crew_twice_stops_it_once(demo_server) -> None:  # type: ignore[no-untyped-def]
+    from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=1.5)) as slow:
+        r = Runner(demo_base_url=lambda: slow.base_url)
+        try:
+            batch_id = r.submit("timing", ["keep", "drop"])
+            victim = r.batch(batch_id).run_ids[1]
+            assert r.cancel_crew(batch_id, victim)
+            assert r.batch(batch_id).crew(victim).state is CrewState.CANCELLED
+            assert not r.cancel_crew(batch_id, victim)
+            assert r.cancel(batch_id) == 1  # only "keep" was left
+        finally:
+            r.close()
+
+
+def test_racing_cancels_count_each_crew_once_and_only_if_it_ended_cancelled(
+    runner: Runner,
+) -> None:
+    import threading
+
+    for trial in range(8):
+        batch_id = runner.submit("timing", [f"race {trial}-{i}" for i in range(5)])
+        batch = runner.batch(batch_id)
+        # cancel just as crews finish: some keep their result, the rest are stopped
+        while not any(c.state.final for c in batch.snapshot().crews):
+            time.sleep(0.001)
+        counts: list[int] = []
+        callers = [
+            threading.Thread(target=lambda: counts.append(runner.cancel(batch_id)))
+            for _ in range(2)
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        snap = finish(runner, batch_id)
+        assert sum(counts) == snap.count(CrewState.CANCELLED), (trial, counts, snap.crews)
+        assert snap.count(CrewState.CANCELLED) + snap.count(CrewState.SUCCEEDED) == 5

@@ -1,8 +1,16 @@
-import pytest
+import time
+from pathlib import Path
 
-from crewdash.batch import CrewState
+import pytest
+from sqlalchemy import text
+
+from crewdash.batch import Batch, CrewState
+from crewdash.demo_llm import LatencyProfile
 from crewdash.errors import SettingsError
-from crewdash.runtime import Runtime, demo_profile_from_env
+from crewdash.runner import RunSettings
+from crewdash.runtime import Liveness, Runtime, demo_profile_from_env, liveness_from_env
+from crewdash.store import Store
+from tests.leaks import held, settled
 
 
 def test_demo_profile_from_env() -> None:
@@ -21,10 +29,21 @@ def test_demo_profile_from_env() -> None:
         ({"CREWDASH_DEMO_LATENCY": "-2"}, "CREWDASH_DEMO_LATENCY"),
         ({"CREWDASH_MAX_CONCURRENCY": "0"}, "CREWDASH_MAX_CONCURRENCY must be between"),
         ({"CREWDASH_MAX_CONCURRENCY": "lots"}, "CREWDASH_MAX_CONCURRENCY must be a whole"),
+        ({"CREWDASH_OWNER_LEASE_S": "soon"}, "CREWDASH_OWNER_LEASE_S must be a number"),
+        ({"CREWDASH_OWNER_HEARTBEAT_S": "0"}, "CREWDASH_OWNER_HEARTBEAT_S must be between"),
+        ({"CREWDASH_OWNER_HEARTBEAT_S": "nan"}, "CREWDASH_OWNER_HEARTBEAT_S must be between"),
+        ({"CREWDASH_OWNER_LEASE_S": "8"}, r"LEASE_S must be at least twice .*HEARTBEAT_S \(5 s\)"),
+        (
+            {"CREWDASH_OWNER_HEARTBEAT_S": "1", "CREWDASH_OWNER_LEASE_S": "inf"},
+            "CREWDASH_OWNER_LEASE_S must be at least twice",
+        ),
+        ({"CREWDASH_DEMO_SEED": "x"}, "CREWDASH_DEMO_SEED must be a whole number, got 'x'"),
+        ({"CREWDASH_PRICES_FILE": "/no/such.yaml"}, "CREWDASH_PRICES_FILE: cannot read prices"),
     ],
 )
 def test_bad_environment_names_the_variable(env: dict[str, str], message: str) -> None:
-    with pytest.raises((SettingsError, ValueError), match=message):
+    """Every setting error is a SettingsError: the entry points show those as one line."""
+    with pytest.raises(SettingsError, match=message):
         Runtime.from_env(env)
 
 
@@ -44,3 +63,89 @@ def test_runtime_starts_the_demo_model_on_first_use_and_runs_a_batch() -> None:
     finally:
         rt.close()
     assert rt.demo is None
+
+
+def test_owner_lease_settings() -> None:
+    assert liveness_from_env({}) == Liveness(heartbeat_s=5.0, lease_s=30.0)
+    short = {"CREWDASH_OWNER_HEARTBEAT_S": "0.5", "CREWDASH_OWNER_LEASE_S": "2"}
+    assert liveness_from_env(short) == Liveness(heartbeat_s=0.5, lease_s=2.0)
+
+
+def heartbeat_at(store: Store, owner: Store) -> float:
+    with store.engine.connect() as conn:
+        stamp = conn.execute(
+            text("select heartbeat_at from owners where id = :o"), {"o": owner.owner_id}
+        ).scalar()
+    assert stamp is not None, "the owner has no heartbeat row"
+    return float(stamp)
+
+
+def test_heartbeat_keeps_this_server_alive_and_sweeps_a_dead_servers_batch(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    liveness = Liveness(heartbeat_s=0.1, lease_s=1.0)
+    rt = Runtime(
+        RunSettings(max_concurrency=4),
+        LatencyProfile(kind="fixed", seconds=4.0),
+        Store(url),
+        liveness=liveness,
+    )
+    other = Store(url)  # another server on the same database, silent after its first batch
+    try:
+        assert rt.store is not None
+        dead = Batch("dead", "timing", ["a", "b"], model_label="demo", max_concurrency=2)
+        dead.mark_running(dead.run_ids[0])
+        other.create_batch(dead.snapshot())
+        other.save_crew("dead", dead.crew(dead.run_ids[0]))
+        mine = rt.runner.submit("timing", ["slower than the lease"], rt.default_settings)
+        first_beat = heartbeat_at(other, rt.store)
+        killed = time.time()
+        deadline = killed + 30
+        while not (saved := rt.store.load("dead")) or not saved.done:  # type: ignore[union-attr]
+            assert time.time() < deadline, "the dead server's batch stayed open"
+            time.sleep(0.05)
+        swept_after = time.time() - killed
+        assert [c.state for c in saved.crews] == [CrewState.INTERRUPTED] * 2
+        assert heartbeat_at(other, rt.store) > first_beat  # renewed while it runs
+        assert other.interrupt_orphans(liveness.lease_s) == 0  # rt's batch: alive, left alone
+        assert rt.runner.batch(mine).wait(30)
+        assert rt.runner.snapshot(mine).crews[0].state is CrewState.SUCCEEDED
+    finally:
+        other.close()
+        rt.close()
+    # the bound: lease + one heartbeat after the last sign of life, with room for a busy machine
+    assert swept_after < liveness.lease_s + liveness.heartbeat_s + 5
+    reader = Store(url)
+    try:
+        with reader.engine.connect() as conn:  # the clean exit gave the lease up
+            assert conn.execute(text("select max(heartbeat_at) from owners")).scalar() == 0.0
+    finally:
+        reader.close()
+
+
+def test_a_start_that_fails_after_the_runner_started_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing_job_runner() -> None:
+        raise RuntimeError("injected start failure")
+
+    monkeypatch.setattr("crewdash.runtime.JobRunner", failing_job_runner)
+    before = held()
+    for _ in range(4):
+        with pytest.raises(RuntimeError, match="injected start failure"):
+            Runtime.from_env({"CREWDASH_DEMO_LATENCY": "0.1"})
+    assert settled(before) == before
+
+
+def test_a_runtime_with_a_users_crews_folder_warms_up_on_the_built_in_timing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mine" / "config").mkdir(parents=True)
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
+    rt = Runtime.from_env({"CREWDASH_DEMO_LATENCY": "0.1"})
+    try:
+        rt.warm_up().result(60)
+        assert rt.demo is not None and rt.demo.stats.requests == 1
+    finally:
+        rt.close()

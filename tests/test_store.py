@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,8 +15,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from crewdash.batch import Batch, CrewState, Span, TaskResult, TokenUsage
+from crewdash.errors import BatchElsewhereError, UnknownBatchError
 from crewdash.runner import Runner
-from crewdash.store import Store, StoreError
+from crewdash.store import BatchSummary, Store, StoreError
 
 POSTGRES_URL = os.environ.get(
     "CREWDASH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -168,24 +168,71 @@ def test_history_lists_newest_first_with_figures_and_search(store: Store) -> Non
     assert store.list_batches(search="no such thing") == []
 
 
-def test_unfinished_crews_of_a_dead_process_become_interrupted(store: Store) -> None:
-    batch = sample_batch(topics=("done", "in flight", "waiting"))
-    store.create_batch(batch.snapshot())
+def test_search_is_plain_text_not_a_like_pattern(store: Store) -> None:
+    topics = (("alpha", "beta"), ("rates_2024",), ("100% sure",), ("a/b and a\\b",))
+    for i, these in enumerate(topics):
+        store.create_batch(sample_batch(f"b{i}", these).snapshot())
+
+    def found(search: str) -> list[str]:
+        return sorted(s.batch_id for s in store.list_batches(search=search))
+
+    assert found("s_") == ["b1"]  # not "s then any character" ("research" has "se")
+    assert found("_") == ["b1"]
+    assert found("%") == ["b2"]
+    assert found("0% S") == ["b2"]
+    assert found("a/b") == ["b3"] and found("a\\b") == ["b3"]  # the escape characters too
+    assert found("/") == ["b3"]
+
+
+@pytest.mark.parametrize("search", ["\x00", "a\x00b", "research\x00"])
+def test_a_nul_byte_in_the_search_matches_nothing_and_never_reaches_the_database(
+    store: Store, search: str
+) -> None:
+    store.create_batch(sample_batch().snapshot())
+    assert store.list_batches(search=search) == []  # PostgreSQL refuses NUL in text outright
+
+
+def half_run_batch(owner: Store, batch_id: str = "b1") -> Batch:
+    """A batch of `owner` with one crew done, one running and one queued, as its rows are."""
+    batch = sample_batch(batch_id, topics=("done", "in flight", "waiting"))
+    owner.create_batch(batch.snapshot())
     done, flying, _ = batch.run_ids
     batch.mark_running(done)
     batch.mark_succeeded(done, "kept", None)
     batch.mark_running(flying)
     for crew in batch.snapshot().crews:
-        store.save_crew("b1", crew)
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+        owner.save_crew(batch_id, crew)
+    return batch
+
+
+def silence(store: Store, owner: Store, seconds_ago: float) -> None:
+    """Fake an owner whose last heartbeat was `seconds_ago` (no sleeping through a lease)."""
     with store.engine.begin() as conn:
-        conn.execute(text("update batches set owner = :o"), {"o": f"{socket.gethostname()}:{dead}"})
-    assert store.interrupt_orphans() == 2
+        conn.execute(
+            text("update owners set heartbeat_at = :t where id = :o"),
+            {"t": time.time() - seconds_ago, "o": owner.owner_id},
+        )
+
+
+@pytest.fixture()
+def other(store: Store) -> Iterator[Store]:
+    """Another server's store on the same database: a second start, same host, same PID
+    (what a container's PID 1 looks like after a restart)."""
+    s = Store(store.url)
+    yield s
+    s.close()
+
+
+def test_a_dead_owners_batch_is_interrupted_once_its_lease_expires(
+    store: Store, other: Store
+) -> None:
+    assert other.owner_id != store.owner_id
+    half_run_batch(other)
+    assert store.interrupt_orphans(lease_s=30) == 0  # alive: a fresh heartbeat
+    silence(store, other, seconds_ago=20)
+    assert store.interrupt_orphans(lease_s=30) == 0  # late, but within its lease
+    silence(store, other, seconds_ago=31)
+    assert store.interrupt_orphans(lease_s=30) == 2
     loaded = store.load("b1")
     assert loaded is not None and loaded.done
     assert [c.state for c in loaded.crews] == [
@@ -194,14 +241,105 @@ def test_unfinished_crews_of_a_dead_process_become_interrupted(store: Store) -> 
         CrewState.INTERRUPTED,
     ]
     assert loaded.crews[0].result == "kept"
-    assert store.list_batches()[0].state == "interrupted"
-    assert store.interrupt_orphans() == 0
+    assert all("server stopped" in (c.error or "") for c in loaded.crews[1:])
+    (summary,) = store.list_batches()
+    assert summary.state == "interrupted" and summary.finished_at is not None
+    assert summary.finished_at == loaded.finished_at
+    assert store.interrupt_orphans(lease_s=30) == 0
+    with store.engine.connect() as conn:  # nothing of the dead owner left open: forgotten
+        assert conn.execute(text("select count(*) from owners")).scalar() == 0
 
 
-def test_a_live_batch_of_this_process_is_left_alone(store: Store) -> None:
+def test_a_restart_with_the_same_host_and_pid_does_not_adopt_the_old_batches(
+    store: Store, other: Store
+) -> None:
+    """Both stores live in this process: same host, same PID, as PID 1 in a container."""
+    half_run_batch(other)
+    other.close()  # the old start is gone without a word (kill -9)
+    silence(store, other, seconds_ago=60)
+    assert store.interrupt_orphans(lease_s=30) == 2  # old code: "my own PID, still alive"
+
+
+def test_the_sweep_never_ends_its_own_batches(store: Store) -> None:
+    half_run_batch(store)
+    silence(store, store, seconds_ago=3600)
+    assert store.interrupt_orphans(lease_s=30) == 0
+
+
+def test_a_late_heartbeat_says_the_owner_was_presumed_dead(store: Store, other: Store) -> None:
+    half_run_batch(other)
+    assert other.beat()
+    silence(store, other, seconds_ago=60)
+    assert store.interrupt_orphans(lease_s=30) == 2
+    assert not other.beat()  # its row was forgotten: it knows its batches were ended
+    assert other.beat()
+
+
+def test_a_released_lease_ends_what_was_left_open_at_once(store: Store, other: Store) -> None:
+    half_run_batch(other)
+    other.release()
+    assert store.interrupt_orphans(lease_s=30) == 2
+
+
+def test_batches_from_before_heartbeats_count_from_their_creation(store: Store) -> None:
+    for batch_id, age in (("old", 3600.0), ("new", 1.0)):
+        batch = sample_batch(batch_id)
+        store.create_batch(batch.snapshot())
+        with store.engine.begin() as conn:
+            conn.execute(
+                text("update batches set owner = :o, created_at = :t where id = :b"),
+                {
+                    "o": f"{socket.gethostname()}:{os.getpid()}",
+                    "t": time.time() - age,
+                    "b": batch_id,
+                },
+            )
+    assert store.interrupt_orphans(lease_s=30) == 2
+    assert [s.state for s in store.list_batches()] == ["running", "interrupted"]
+
+
+def test_cancelling_a_batch_whose_server_died(store: Store, other: Store) -> None:
+    half_run_batch(other)
+    silence(store, other, seconds_ago=60)
+    with pytest.raises(BatchElsewhereError, match=r"runs on another server \(host .*, pid \d+"):
+        store.end_orphan("b1", lease_s=120)  # within its lease: only its owner can stop it
+    assert store.load("b1").count(CrewState.RUNNING) == 1  # type: ignore[union-attr]
+    assert store.end_orphan("b1", lease_s=30) == 2
+    loaded = store.load("b1")
+    assert loaded is not None and loaded.done
+    assert loaded.count(CrewState.INTERRUPTED) == 2 and loaded.crews[0].result == "kept"
+    assert store.list_batches()[0].finished_at is not None
+    assert store.end_orphan("b1", lease_s=30) == 0  # already ended: nothing to cancel
+    with pytest.raises(UnknownBatchError):
+        store.end_orphan("nope")
+
+
+def test_a_batch_whose_crews_all_ended_reads_as_finished(store: Store) -> None:
+    """Rows an older version left: every crew final, the batch's end never written."""
     batch = sample_batch()
     store.create_batch(batch.snapshot())
-    assert store.interrupt_orphans() == 0
+    for run_id in batch.run_ids:
+        batch.mark_running(run_id)
+        batch.mark_succeeded(run_id, "ok", None)
+        store.save_crew("b1", batch.crew(run_id))
+    assert store.list_batches()[0].state == "succeeded"
+    assert BatchSummary("x", 0, None, "", "", "", 0, {}, None, 0, 0, "").state == "running"
+
+
+def test_refresh_reads_only_the_crews_that_changed(store: Store, other: Store) -> None:
+    batch = half_run_batch(other)
+    seen = store.load("b1")
+    assert seen is not None
+    assert store.refresh(seen) is seen  # nothing changed: nothing loaded
+    flying = batch.run_ids[1]
+    batch.record_span(flying, "call", lambda s: replace(s, name="demo", started_at=1.0))
+    batch.mark_succeeded(flying, "landed", TokenUsage(1, 2, 3))
+    other.save_crew("b1", batch.crew(flying))
+    fresh = store.refresh(seen)
+    assert fresh.crews[0] is seen.crews[0] and fresh.crews[2] is seen.crews[2]
+    assert fresh.crews[1].state is CrewState.SUCCEEDED and fresh.crews[1].result == "landed"
+    assert fresh.crews[1].spans[0].name == "demo" and fresh.crews[1].tokens.total == 3
+    assert fresh == store.load("b1")
 
 
 def test_runner_commits_every_result_before_it_is_shown(store: Store, demo_server) -> None:  # type: ignore[no-untyped-def]

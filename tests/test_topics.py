@@ -67,3 +67,76 @@ def test_a_list_is_accepted_like_lines() -> None:
 def test_non_text_items_are_refused() -> None:
     with pytest.raises(TopicError, match="must be text"):
         parse_topics(["a", 3])  # type: ignore[list-item]
+
+
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+
+
+def test_a_topic_of_only_zero_width_characters_is_blank() -> None:
+    topics = parse_topics(f"{ZERO_WIDTH}\nreal\n \u200b \ufeff")
+    assert topics.items == ("real",)
+    assert topics.notes == ("Dropped 2 blank lines.",)
+    with pytest.raises(TopicError, match="at least one topic"):
+        parse_topics([ZERO_WIDTH])
+
+
+def test_invisible_characters_go_at_the_edges_and_stay_inside() -> None:
+    family = "👨\u200d👩\u200d👧"  # zero-width joiners hold the emoji together
+    assert parse_topics(["\ufeff\u200b alpha \u2060", family]).items == ("alpha", family)
+
+
+def test_runs_as_maps_every_topic_exactly_as_given_to_the_crew_that_answers_it() -> None:
+    sent = [
+        "  padded  ",
+        "tab\there",
+        "new\nline",
+        "nul\x00x",
+        "double  space",
+        "no\xa0break",
+        "crewai",
+        "CrewAI",
+        "crewai",
+    ]
+    topics = parse_topics(sent)
+    assert topics.items == (
+        "padded",
+        "tab here",
+        "new line",
+        "nul x",
+        "double space",
+        "no break",
+        "crewai",
+    )
+    assert dict(topics.runs_as) == {
+        "  padded  ": "padded",
+        "tab\there": "tab here",
+        "new\nline": "new line",
+        "nul\x00x": "nul x",
+        "double  space": "double space",
+        "no\xa0break": "no break",
+        "crewai": "crewai",
+        "CrewAI": "crewai",
+    }
+    assert "'CrewAI' is the same topic as 'crewai': one crew answers both." in topics.changes
+    assert "'crewai' was given 2 times: one crew answers it." in topics.changes
+    assert "'nul\\x00x' runs as 'nul x' (spaces, control or invisible characters tidied)." in (
+        topics.changes
+    )
+    assert len(topics.changes) == 8  # one line per input not run exactly as written
+    assert parse_topics(["a", "b"]).changes == ()
+
+
+def test_limits_count_what_would_run_after_cleaning_and_duplicates() -> None:
+    hundred_and_one = [f"t{i}" for i in range(100)] + ["T0"]
+    assert len(parse_topics(hundred_and_one).items) == 100
+    padded = "  " + "x" * 299 + " \t "
+    assert parse_topics([padded]).items == ("x" * 299,)
+    with pytest.raises(TopicError, match="Topic 3 is longer than 300 characters"):
+        parse_topics(["a", "", " " + "y" * 301])  # numbered as given, blanks included
+
+
+def test_refuse_blanks_names_the_blank_topics_in_plain_words() -> None:
+    with pytest.raises(TopicError, match=r"^Topic 2 is blank \(only spaces, control or invisible"):
+        parse_topics(["a", " \t"], refuse_blanks=True)
+    with pytest.raises(TopicError, match=r"^Topic 1, 3 are blank"):
+        parse_topics(["\x00", "b", ZERO_WIDTH], refuse_blanks=True)

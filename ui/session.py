@@ -44,9 +44,13 @@ PROFILE_LABELS = {
 def runtime() -> Runtime:
     """One runtime per server process, shared by every browser session."""
     rt = Runtime.from_env()
+    try:
+        if rt.default_settings.llm.is_demo:
+            rt.warm_up()  # in the background; the page does not wait for it
+    except BaseException:
+        rt.close()  # nothing is cached after a failure: the next page load starts afresh
+        raise
     rt.close_at_exit()  # on SIGTERM Streamlit exits: unfinished crews become interrupted
-    if rt.default_settings.llm.is_demo:
-        rt.warm_up()  # in the background; the page does not wait for it
     return rt
 
 
