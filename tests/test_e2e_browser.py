@@ -332,3 +332,63 @@ def test_sigterm_to_the_dashboard_marks_unfinished_crews_interrupted(
             store.close()
     assert saved is not None and saved.done
     assert [c.state.value for c in saved.crews] == ["interrupted", "interrupted"]
+
+
+PROJECTS = Path(__file__).resolve().parent / "projects"
+
+
+@pytest.fixture(scope="module")
+def projects_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The dashboard with the test CrewAI projects on its blueprint search path."""
+    log = tmp_path_factory.mktemp("streamlit-projects") / "server.log"
+    env = {"CREWDASH_DEMO_LATENCY": "0.5", "CREWDASH_CREWS_DIR": str(PROJECTS)}
+    with streamlit_app(log, env) as url:
+        yield url, log
+
+
+@pytest.mark.parametrize(
+    "blueprint, kind, file_name, inputs",
+    [
+        ("triage_flow", "Python Flow", "brief.md", {}),
+        ("analyst_crew", "crew project", "report.md", {"audience": "CFOs"}),
+    ],
+)
+def test_a_crewai_project_runs_ten_topics_from_the_page(
+    browser: Browser,
+    projects_app: tuple[str, Path],
+    blueprint: str,
+    kind: str,
+    file_name: str,
+    inputs: dict[str, str],
+) -> None:
+    url, log = projects_app
+    page = open_app(browser, url)
+    picker = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Crew blueprint")
+    picker.click()
+    picker.fill(blueprint)  # the list is virtual: filter it down to the one option
+    option = page.get_by_role("option", name=re.compile(rf"^{blueprint} · "))
+    expect(option).to_contain_text(kind, ignore_case=True)
+    option.click()
+    topics = [f"{blueprint} topic {i}" for i in range(10)]
+    page.get_by_label("Topics (one per line)").fill("\n".join(topics))
+    for name, value in inputs.items():  # the project's other inputs, one value for every crew
+        page.get_by_role("textbox", name=f"{{{name}}} (the same for every crew)").fill(value)
+    page.get_by_role("button", name="Run").click()
+    expect(page.get_by_text(re.compile(r"0 queued · 0 running · 10 succeeded"))).to_be_visible(
+        timeout=90_000
+    )
+    expect(page.get_by_role("tab", name="Timeline")).to_be_visible()
+    results = page.locator(MAIN_EXPANDERS)
+    expect(results).to_have_count(10, timeout=30_000)
+    for i in range(10):
+        crew = results.filter(has_text=re.compile(rf"{blueprint} topic {i}\b")).first
+        if not crew.locator("details").get_attribute("open"):
+            crew.locator("summary").click()
+        # each crew's answer and its own file, nothing of another topic's
+        expect(crew.get_by_role("button", name=file_name)).to_be_visible(timeout=30_000)
+        text = crew.inner_text()
+        assert f"{blueprint} topic {i}" in text
+        others = [t for t in topics if t != topics[i] and re.search(rf"{t}\b", text)]
+        assert not others, others
+    assert "Traceback" not in log.read_text()
+    page.close()
