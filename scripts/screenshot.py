@@ -1,4 +1,5 @@
-"""Regenerate docs/run-page.png: the Run page mid-batch, in headless Chromium.
+"""Regenerate docs/run-page.png (the Run page mid-batch) and docs/flow-timeline.png (a Python Flow
+project's batch: Flow steps, tasks and model calls in the timeline), in headless Chromium.
 
 .venv/bin/python scripts/screenshot.py
 """
@@ -45,5 +46,33 @@ def main() -> None:
     print(f"wrote {out}")
 
 
+def flow_timeline() -> None:
+    out = ROOT / "docs" / "flow-timeline.png"
+    log = Path("/tmp/crewdash-screenshot-flow.log")
+    env = {"CREWDASH_DEMO_PROFILE": "hosted", "CREWDASH_CREWS_DIR": str(ROOT / "tests/projects")}
+    with streamlit_app(log, env) as url:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(url)
+            page.wait_for_selector("[data-testid='stApp']")
+            picker = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Crew blueprint")
+            picker.click()
+            picker.fill("triage_flow")
+            page.get_by_role("option", name=re.compile(r"^triage_flow · ")).click()
+            page.get_by_label("Topics (one per line)").fill("\n".join(TOPICS.splitlines()[:6]))
+            page.get_by_role("button", name="Run").click()
+            page.get_by_text(re.compile(r"0 queued · 0 running · 6 succeeded")).wait_for(
+                timeout=120_000
+            )
+            time.sleep(1.0)
+            chart = page.locator("[data-testid='stPlotlyChart']").first
+            chart.scroll_into_view_if_needed()
+            chart.screenshot(path=str(out))
+            browser.close()
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
     main()
+    flow_timeline()
