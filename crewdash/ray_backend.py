@@ -50,6 +50,8 @@ ACTOR_MAX_CONCURRENCY = 1000  # crews one actor may run at once; the runner's ad
 NAMESPACE = "crewdash"
 MAX_RETURNED_BYTES = 32 * 1024**2  # files one crew's tasks wrote, sent back to the runner
 RECIPES_KEPT = 32  # project versions kept in the object store for the next crews
+RESTART_WAIT_S = 60.0  # how long a crew waits for a restarting worker before it fails
+RESTART_POLL_S = 0.5
 
 # What a crew's stream yields: (progress, None, {}) while it runs, then (last progress, ending,
 # the files its tasks wrote by path in its folder).
@@ -102,6 +104,10 @@ class RaySettings:
     def label(self) -> str:
         where = self.address or "a local Ray started on demand"
         return f"Ray ({self.workers} workers on {where})"
+
+
+class _WorkerRestarting(Exception):
+    """The chosen worker was restarting when the crew was sent to it; nothing of it ran."""
 
 
 class CrewWorker:
@@ -357,12 +363,35 @@ class RayBackend:
         return replace(job, build=_sent_apart), ref
 
     async def run(self, batch: Batch, job: CrewJob, started: Started) -> CrewSnapshot:
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            slot = min(range(len(self._workers)), key=self._busy.__getitem__)
+            self._busy[slot] += 1
+            try:
+                return await self._run_on(slot, batch, job, started)
+            except _WorkerRestarting:
+                # The worker holding the least load is being restarted (it died, e.g. out of
+                # memory): Ray refuses calls to it until it is back, which takes seconds while it
+                # imports CrewAI again. The crew had not started: place it again, on any worker.
+                if time.monotonic() > deadline:
+                    return batch.ending(
+                        job.run_id,
+                        CrewState.FAILED,
+                        error="the Ray worker running this crew failed: no worker came back "
+                        f"within {RESTART_WAIT_S:g} s",
+                    )
+                await asyncio.sleep(RESTART_POLL_S)
+            finally:
+                self._busy[slot] -= 1
+
+    async def _run_on(
+        self, slot: int, batch: Batch, job: CrewJob, started: Started
+    ) -> CrewSnapshot:
         import ray
 
-        slot = min(range(len(self._workers)), key=self._busy.__getitem__)
         has_started = False
+        received = False
         stream = None
-        self._busy[slot] += 1
         try:
             sent, recipe = await self._ship(job)
             stream = (
@@ -374,6 +403,7 @@ class RayBackend:
                 progress: CrewSnapshot
                 ending: CrewSnapshot | None
                 progress, ending, files = await ref
+                received = True
                 batch.adopt(progress)
                 if not has_started and progress.state is CrewState.RUNNING:
                     has_started = True
@@ -403,14 +433,14 @@ class RayBackend:
                 ray.cancel(stream)
             raise
         except ray.exceptions.RayError as exc:
+            if isinstance(exc, ray.exceptions.ActorUnavailableError) and not received:
+                raise _WorkerRestarting from None
             error = redact(_ray_cause(exc), [job.llm.api_key])
             return batch.ending(
                 job.run_id,
                 CrewState.FAILED,
                 error=f"the Ray worker running this crew failed: {error}",
             )
-        finally:
-            self._busy[slot] -= 1
 
     def running(self) -> int:
         """Crews running on the cluster's workers now (for tests and health checks)."""

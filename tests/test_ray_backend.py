@@ -83,7 +83,8 @@ def test_a_batch_streams_progress_and_results_back(ray_runner: Runner) -> None:
     for crew in snap.crews:
         assert crew.state is CrewState.SUCCEEDED, crew.error
         assert crew.result and "done" in crew.result
-        assert crew.spans and crew.spans[0].kind == "llm" and crew.spans[0].tokens.total > 0
+        llm = [s for s in crew.spans if s.kind == "llm"]  # task spans hold them since projects
+        assert llm and llm[0].tokens.total > 0
         assert crew.tokens.total > 0
     assert snap.wall_s < 0.5 * 8  # concurrent, not one after another (one call is 0.5 s)
     saved = ray_runner.store.load(batch_id) if ray_runner.store else None
