@@ -12,6 +12,10 @@ again right after, so two projects with the same package name never see each oth
 (a module that imports its own package lazily, inside a function, is not supported).
 
 Importing a project runs its code: only folders on the configured search path are loaded.
+
+To run on another machine (a Ray worker) a project travels with its crews: the version loaded
+here is also packed as a zip (`Bundle`, capped at `MAX_PROJECT_BYTES`) that the recipe carries;
+the receiving process unpacks it once per version under its temp dir and imports it from there.
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
+import io
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import traceback
 import types
+import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +63,7 @@ KIND_LABELS = {
 _SKIP_DIRS = {"__pycache__", "node_modules", "venv", "build", "dist"}
 _MAX_FILES = 5000
 _IMPORT_LOCK = threading.RLock()  # sys.path and sys.modules are process-wide
+MAX_PROJECT_BYTES = 16 * 1024**2  # a project's files, for sending it to another machine
 
 
 Runnable = Crew | Flow[Any]
@@ -204,6 +214,94 @@ class Loaded:
     required: frozenset[str] = frozenset()
     inner_crews: list[Callable[[], Crew]] = field(default_factory=list)
     declared_pins: list[PinnedAgent] = field(default_factory=list)
+    bundle: Bundle | None = None  # this version's files, for another machine
+
+
+# --- a project's files, for another machine --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One version of a project's files as a zip, made when that version is loaded (so another
+    machine runs exactly what was loaded here), or the reason it cannot be sent."""
+
+    folder: str  # the project folder's name
+    digest: str  # of the folder's name and the files' paths and bytes
+    data: bytes | None
+    problem: str | None = None
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1024**2:.3g} MB"
+
+
+def _pack(root: Path) -> Bundle:
+    """Zip a project's files (those `fingerprint` covers: no hidden files such as `.env`, no
+    caches or virtualenvs); refuses a project over `MAX_PROJECT_BYTES` without reading it."""
+    files = list(_walk(root))
+    size = sum(f.stat().st_size for f in files)
+    problem = None
+    if len(files) >= _MAX_FILES:
+        problem = f"has more than {_MAX_FILES - 1} files"
+    elif size > MAX_PROJECT_BYTES:
+        cap = _megabytes(MAX_PROJECT_BYTES)
+        problem = f"has {_megabytes(size)} of files, more than the {cap} sent to a worker"
+    if problem:
+        return Bundle(
+            root.name,
+            "",
+            None,
+            f"project {root.name!r} {problem}: move data files out of the project folder, "
+            "or run it on the local backend",
+        )
+    digest = hashlib.sha256(f"{root.name}\0".encode())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in files:
+            name = path.relative_to(root).as_posix()
+            data = path.read_bytes()
+            digest.update(f"{name}\0{len(data)}\0".encode() + data)
+            archive.writestr(zipfile.ZipInfo(name), data, zipfile.ZIP_DEFLATED)
+    return Bundle(root.name, digest.hexdigest()[:24], buffer.getvalue())
+
+
+_received: dict[str, Loaded] = {}  # digest -> the project unpacked and imported here
+_received_lock = threading.Lock()
+
+
+def _unpack(bundle: Bundle) -> Path:
+    """The project's folder under this machine's temp dir, unpacked once per version (another
+    process of this machine may have done it: each unpacks aside and renames into place)."""
+    assert bundle.data is not None
+    home = Path(tempfile.gettempdir()) / "crewdash-projects" / bundle.digest
+    if not home.is_dir():
+        home.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{bundle.digest}-", dir=home.parent))
+        with zipfile.ZipFile(io.BytesIO(bundle.data)) as archive:
+            archive.extractall(staging / bundle.folder)
+        try:
+            staging.rename(home)
+        except OSError:  # another process unpacked it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return home / bundle.folder
+
+
+def _receive(bundle: Bundle, name: str) -> Loaded:
+    """A project sent from another process, imported once per version in this one."""
+    with _received_lock:
+        loaded = _received.get(bundle.digest)
+        if loaded is None:
+            loaded = _cached(_unpack(bundle), name, pack=False)[0]
+            _received[bundle.digest] = loaded
+    return loaded
+
+
+def received_projects() -> dict[str, int]:
+    """Projects this process received (their folder here) and how many times each was
+    imported: for tests and health checks of the workers."""
+    with _received_lock:
+        roots = [str(loaded.root.resolve()) for loaded in _received.values()]
+    return {root: _imports[root] for root in roots}
 
 
 def _pyproject(root: Path) -> dict[str, Any]:
@@ -510,17 +608,21 @@ def _describe(name: str, loaded: Loaded, fp: str) -> ProjectBlueprint:
 
 _cache: dict[str, tuple[str, Loaded | BlueprintError, ProjectBlueprint | None]] = {}
 _cache_lock = threading.Lock()
+_imports: Counter[str] = Counter()  # per project folder, how many versions were imported
 
 
-def _cached(root: Path, name: str) -> tuple[Loaded, ProjectBlueprint]:
+def _cached(root: Path, name: str, *, pack: bool = True) -> tuple[Loaded, ProjectBlueprint]:
     key = str(root.resolve())
     fp = fingerprint(root)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is None or hit[0] != fp:
             install()
+            _imports[key] += 1
             try:
                 loaded = _load(root)
+                if pack:
+                    loaded.bundle = _pack(root)
                 described: ProjectBlueprint | None = _describe(name, loaded, fp)
                 hit = (fp, loaded, described)
             except BlueprintError as exc:
@@ -542,23 +644,41 @@ def load_project(folder: Path, name: str | None = None) -> ProjectBlueprint:
 
 
 class ProjectBuild:
-    """The picklable recipe for one fresh crew or flow of a project (Ray ships it): in another
-    process it loads the project from its folder; here it uses the version loaded at submit."""
+    """The picklable recipe for one fresh crew or flow of a project (Ray ships it). Here it
+    uses the version loaded at submit; pickled, it carries that version's files, so another
+    process (on any machine) unpacks and imports them once and never reads this folder."""
 
     def __init__(self, root: str, name: str, loaded: Loaded | None = None) -> None:
         self.root = root
         self.name = name
         self._loaded = loaded
+        self._bundle: Bundle | None = None  # set when received from another process
 
     def __call__(self) -> Runnable:
-        loaded = self._loaded or _cached(Path(self.root), self.name)[0]
-        return loaded.new()
+        if self._bundle is not None:
+            return _receive(self._bundle, self.name).new()
+        return self._version().new()
 
-    def __getstate__(self) -> dict[str, str]:
-        return {"root": self.root, "name": self.name}
+    def _version(self) -> Loaded:
+        return self._loaded or _cached(Path(self.root), self.name)[0]
 
-    def __setstate__(self, state: dict[str, str]) -> None:
+    def _files(self) -> Bundle:
+        bundle = self._bundle or self._version().bundle
+        if bundle is None or bundle.data is None:
+            raise BlueprintError(bundle.problem if bundle else f"{self.name}: not packed")
+        return bundle
+
+    def portable(self) -> str:
+        """The digest of the files this recipe carries when pickled (one per version of the
+        project); a `BlueprintError` if the project is too large to send."""
+        return self._files().digest
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "name": self.name, "bundle": self._files()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["root"], state["name"])  # type: ignore[misc]
+        self._bundle = state["bundle"]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,12 @@ actor: the actor runs it with the same `run_crew` as the local backend, against 
 runner copies it into the real batch, so pages, API and store see the same live snapshots.
 Cancelling the runner's task cancels the Ray call, which cancels the crew in the actor.
 
+A CrewAI project travels with its crews: its recipe carries the project's files (see
+`projects.ProjectBuild`), put in Ray's object store once per version of the project; each actor
+unpacks and imports a version once. A crew's tasks write their files into a scratch folder on
+the worker, which sends them back with the crew's ending (up to `MAX_RETURNED_BYTES`); the
+runner writes them into the crew's output folder here, where the dashboard and API serve them.
+
 Ray is optional (`requirements-ray.txt`); nothing here imports it until a Ray backend starts.
 """
 
@@ -15,18 +21,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from crewdash.batch import Batch, CrewSnapshot, CrewState
 from crewdash.config import PROJECT_ROOT, env_int
 from crewdash.errors import SettingsError, redact
 from crewdash.execution import EXECUTOR_HEADROOM, CrewJob, Started, freeze_heap, run_crew
+from crewdash.run_context import contained, list_files
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +48,39 @@ CONNECT_TIMEOUT_S = 5.0
 WORKERS_READY_TIMEOUT_S = 60.0
 ACTOR_MAX_CONCURRENCY = 1000  # crews one actor may run at once; the runner's admission caps it
 NAMESPACE = "crewdash"
+MAX_RETURNED_BYTES = 32 * 1024**2  # files one crew's tasks wrote, sent back to the runner
+RECIPES_KEPT = 32  # project versions kept in the object store for the next crews
+RESTART_WAIT_S = 60.0  # how long a crew waits for a restarting worker before it fails
+RESTART_POLL_S = 0.5
+
+# What a crew's stream yields: (progress, None, {}) while it runs, then (last progress, ending,
+# the files its tasks wrote by path in its folder).
+Progress = tuple[CrewSnapshot, CrewSnapshot | None, dict[str, bytes]]
+
+
+def _sent_apart() -> NoReturn:
+    """Stands for a project's recipe in a job: the recipe goes to the actor as its own argument."""
+    raise RuntimeError("a project's recipe travels apart from its job")
+
+
+def _collect(folder: Path, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The files a crew wrote, in order, up to `MAX_RETURNED_BYTES` in all."""
+    kept: dict[str, bytes] = {}
+    total = 0
+    for name in names:
+        path = folder / name
+        size = path.stat().st_size if path.is_file() else 0
+        if size and total + size <= MAX_RETURNED_BYTES:
+            kept[name] = path.read_bytes()
+            total += size
+    return kept
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> tuple[str, ...]:
+    """Write the files a worker sent back into the crew's own folder; what it holds then."""
+    for name, data in files.items():
+        contained(folder, name).write_bytes(data)  # never outside the folder
+    return list_files(folder)
 
 
 @dataclass(frozen=True)
@@ -60,6 +104,10 @@ class RaySettings:
     def label(self) -> str:
         where = self.address or "a local Ray started on demand"
         return f"Ray ({self.workers} workers on {where})"
+
+
+class _WorkerRestarting(Exception):
+    """The chosen worker was restarting when the crew was sent to it; nothing of it ran."""
 
 
 class CrewWorker:
@@ -97,11 +145,34 @@ class CrewWorker:
         """CPU time this worker process has used (for the backend benchmark)."""
         return time.process_time()
 
+    async def projects(self) -> dict[str, int]:
+        """The projects this actor received (their folder here) and how often each was imported."""
+        from crewdash.projects import received_projects
+
+        return received_projects()
+
     async def run(
-        self, batch_id: str, blueprint: str, job: CrewJob
-    ) -> AsyncIterator[tuple[CrewSnapshot, CrewSnapshot | None]]:
-        """Yield (progress, None) while the crew runs, then (last progress, ending)."""
+        self, batch_id: str, blueprint: str, job: CrewJob, recipe: Any = None
+    ) -> AsyncIterator[Progress]:
+        """Yield (progress, None, {}) while the crew runs, then (last progress, ending, files).
+
+        `recipe`, when given, builds the crew (a project's, sent apart from the job). The crew's
+        tasks write into a scratch folder of this worker, removed once its files are sent."""
         self._size_executor()
+        scratch = Path(tempfile.mkdtemp(prefix="crewdash-crew-")) if job.output_dir else None
+        job = replace(job, output_dir=str(scratch) if scratch else None)
+        if recipe is not None:
+            job = replace(job, build=recipe)
+        try:
+            async for item in self._run(batch_id, blueprint, job, scratch):
+                yield item
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    async def _run(
+        self, batch_id: str, blueprint: str, job: CrewJob, scratch: Path | None
+    ) -> AsyncIterator[Progress]:
         batch = Batch(
             batch_id,
             blueprint,
@@ -128,7 +199,7 @@ class CrewWorker:
             while not task.done():
                 crew = batch.crew(job.run_id)
                 if crew != sent:
-                    yield crew, None
+                    yield crew, None, {}
                     sent = crew
                 await asyncio.wait({task}, timeout=PROGRESS_EVERY_S)
             ending = task.result()
@@ -140,7 +211,10 @@ class CrewWorker:
                 s.finished_at is None for s in batch.crew(job.run_id).spans
             ):
                 await asyncio.sleep(0.02)
-            yield batch.crew(job.run_id), ending
+            files: dict[str, bytes] = {}
+            if scratch is not None and ending.files:
+                files = await asyncio.to_thread(_collect, scratch, ending.files)
+            yield batch.crew(job.run_id), ending, files
         finally:
             if not task.done():  # the call was cancelled: stop the crew too
                 task.cancel()
@@ -233,6 +307,7 @@ class RayBackend:
                 where = f"RAY_ADDRESS={settings.address}" if settings.address else "a local Ray"
                 raise SettingsError(f"could not connect to {where}: {exc}") from None
         self._workers: list[Any] = []
+        self._recipes: OrderedDict[str, Any] = OrderedDict()  # project digest -> ObjectRef
         try:
             self._start_workers(settings)
         except BaseException:
@@ -269,31 +344,88 @@ class RayBackend:
         nodes = len({w["node"] for w in self.placement})
         self.label = f"{settings.label}, {nodes} node{'s' if nodes > 1 else ''}"
 
-    async def run(self, batch: Batch, job: CrewJob, started: Started) -> CrewSnapshot:
+    async def _ship(self, job: CrewJob) -> tuple[CrewJob, Any]:
+        """The job, and its project's recipe (with the project's files) as an object in Ray's
+        store, put there once per version of the project; other recipes stay in the job."""
         import ray
 
-        slot = min(range(len(self._workers)), key=self._busy.__getitem__)
+        portable = getattr(job.build, "portable", None)
+        if portable is None:
+            return job, None
+        digest = portable()  # BlueprintError: a project too large to send
+        ref = self._recipes.get(digest)
+        if ref is None:
+            ref = await asyncio.to_thread(ray.put, job.build)
+            self._recipes[digest] = ref
+            while len(self._recipes) > RECIPES_KEPT:
+                self._recipes.popitem(last=False)
+        self._recipes.move_to_end(digest)
+        return replace(job, build=_sent_apart), ref
+
+    async def run(self, batch: Batch, job: CrewJob, started: Started) -> CrewSnapshot:
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            slot = min(range(len(self._workers)), key=self._busy.__getitem__)
+            self._busy[slot] += 1
+            try:
+                return await self._run_on(slot, batch, job, started)
+            except _WorkerRestarting:
+                # The worker holding the least load is being restarted (it died, e.g. out of
+                # memory): Ray refuses calls to it until it is back, which takes seconds while it
+                # imports CrewAI again. The crew had not started: place it again, on any worker.
+                if time.monotonic() > deadline:
+                    return batch.ending(
+                        job.run_id,
+                        CrewState.FAILED,
+                        error="the Ray worker running this crew failed: no worker came back "
+                        f"within {RESTART_WAIT_S:g} s",
+                    )
+                await asyncio.sleep(RESTART_POLL_S)
+            finally:
+                self._busy[slot] -= 1
+
+    async def _run_on(
+        self, slot: int, batch: Batch, job: CrewJob, started: Started
+    ) -> CrewSnapshot:
+        import ray
+
         has_started = False
+        received = False
         stream = None
-        self._busy[slot] += 1
         try:
+            sent, recipe = await self._ship(job)
             stream = (
                 self._workers[slot]
                 .run.options(num_returns="streaming")
-                .remote(batch.batch_id, batch.snapshot().blueprint, job)
+                .remote(batch.batch_id, batch.snapshot().blueprint, sent, recipe)
             )
             async for ref in stream:
                 progress: CrewSnapshot
                 ending: CrewSnapshot | None
-                progress, ending = await ref
+                progress, ending, files = await ref
+                received = True
                 batch.adopt(progress)
                 if not has_started and progress.state is CrewState.RUNNING:
                     has_started = True
                     await started(batch.crew(job.run_id))
                 if ending is not None:  # numbered as in the real batch, not the worker's own
                     mine = batch.crew(job.run_id)
+                    written: tuple[str, ...] = ()
+                    if job.output_dir and files:
+                        folder = Path(job.output_dir)
+                        written = await asyncio.to_thread(_write_files, folder, files)
+                    left = [name for name in ending.files if name not in files]
+                    if left:
+                        cap = f"{MAX_RETURNED_BYTES / 1024**2:g} MB"
+                        log.warning(
+                            "crew %s: files past %s not sent back: %s", job.run_id, cap, left
+                        )
                     return replace(
-                        ending, index=mine.index, queued_at=mine.queued_at, inputs=mine.inputs
+                        ending,
+                        index=mine.index,
+                        queued_at=mine.queued_at,
+                        inputs=mine.inputs,
+                        files=written,
                     )
             raise RuntimeError("the Ray worker ended the crew without a result")
         except asyncio.CancelledError:
@@ -301,14 +433,14 @@ class RayBackend:
                 ray.cancel(stream)
             raise
         except ray.exceptions.RayError as exc:
+            if isinstance(exc, ray.exceptions.ActorUnavailableError) and not received:
+                raise _WorkerRestarting from None
             error = redact(_ray_cause(exc), [job.llm.api_key])
             return batch.ending(
                 job.run_id,
                 CrewState.FAILED,
                 error=f"the Ray worker running this crew failed: {error}",
             )
-        finally:
-            self._busy[slot] -= 1
 
     def running(self) -> int:
         """Crews running on the cluster's workers now (for tests and health checks)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -15,11 +16,13 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
+from crewdash import projects
 from crewdash.batch import CrewState
 from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
 from crewdash.errors import SettingsError
 from crewdash.llm import LLMSettings
 from crewdash.ray_backend import RayBackend, RaySettings
+from crewdash.run_context import crew_file
 from crewdash.runner import Runner, RunSettings
 from crewdash.runtime import Runtime, backend_from_env, warm_up
 from crewdash.store import Store
@@ -27,6 +30,7 @@ from tests.api_server import api_server
 from tests.browser import ROOT, free_port, streamlit_app
 from tests.conftest import finish
 from tests.ray_cluster import ray_cluster
+from tests.test_projects import FILES, PROJECTS, STEPS, TASKS, check_isolated, covered, topics_for
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,8 @@ def test_a_batch_streams_progress_and_results_back(ray_runner: Runner) -> None:
     for crew in snap.crews:
         assert crew.state is CrewState.SUCCEEDED, crew.error
         assert crew.result and "done" in crew.result
-        assert crew.spans and crew.spans[0].kind == "llm" and crew.spans[0].tokens.total > 0
+        llm = [s for s in crew.spans if s.kind == "llm"]  # task spans hold them since projects
+        assert llm and llm[0].tokens.total > 0
         assert crew.tokens.total > 0
     assert snap.wall_s < 0.5 * 8  # concurrent, not one after another (one call is 0.5 s)
     saved = ray_runner.store.load(batch_id) if ray_runner.store else None
@@ -171,14 +176,109 @@ def test_transient_failures_are_retried_on_the_workers(ray_runner: Runner) -> No
     assert retries >= 3  # the workers' retries show in the timeline, as on the local backend
 
 
+def test_crewai_projects_travel_to_the_workers_and_their_files_come_back(
+    ray_runner: Runner,
+    demo_server: DemoLLMServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """10 topics of a classic crew and 10 of a Python Flow (on another model) on Ray, from a
+    copy of each project that is deleted right after submitting: the workers run what was
+    loaded here without reading this folder, and every crew's files land in its own folder
+    on this side, where the API serves them."""
+    crews, outputs = tmp_path / "crews", tmp_path / "outputs"
+    for name in ("analyst_crew", "triage_flow"):
+        shutil.copytree(PROJECTS / name, crews / name)
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(crews))
+    monkeypatch.setenv("CREWDASH_OUTPUTS_DIR", str(outputs))
+    other = LLMSettings(
+        provider="openai_compatible", model="model-b", base_url=demo_server.base_url
+    )
+    started = time.time()
+    ids = {
+        "analyst_crew": ray_runner.submit(
+            "analyst_crew", topics_for("analyst_crew"), inputs={"audience": "CTOs"}
+        ),
+        "triage_flow": ray_runner.submit(
+            "triage_flow",
+            topics_for("triage_flow"),
+            RunSettings(llm=other),
+            inputs={"depth": "deep"},
+        ),
+    }
+    shutil.rmtree(crews)
+    snaps = {name: finish(ray_runner, batch_id, 180) for name, batch_id in ids.items()}
+    print(f"\n10 + 10 project topics on Ray: {time.time() - started:.1f} s wall")
+    models = {"analyst_crew": "crewdash-demo", "triage_flow": "model-b"}
+    for name, snap in snaps.items():
+        assert [c.state for c in snap.crews] == [CrewState.SUCCEEDED] * 10, [
+            c.error for c in snap.crews
+        ]
+        for crew in snap.crews:
+            assert [t.name for t in crew.tasks] == TASKS[name]
+            assert crew.files == FILES[name]
+            folder = outputs / snap.batch_id / crew.run_id  # where the API serves them from
+            assert all(crew_file(folder, f).stat().st_size for f in crew.files)
+            check_isolated(crew, topics_for(name), folder)
+            llm = [s for s in crew.spans if s.kind == "llm"]
+            tasks = [s for s in crew.spans if s.kind == "task"]
+            assert llm and {s.name for s in llm} == {models[name]}  # the batch's own model
+            assert all(covered(s, tasks) for s in llm)
+            if name in STEPS:
+                steps = [s for s in crew.spans if s.kind == "step"]
+                assert {s.name for s in steps} == STEPS[name]
+                assert all(covered(t, steps) for t in tasks)
+    assert all(any(s.kind == "tool" for s in c.spans) for c in snaps["analyst_crew"].crews)
+    import ray
+
+    backend = ray_runner.backend
+    assert isinstance(backend, RayBackend)
+    received = [ray.get(w.projects.remote(), timeout=30) for w in backend._workers]
+    roots = [Path(root) for worker in received for root in worker]
+    assert {r.name for r in roots} == {"analyst_crew", "triage_flow"}
+    assert not any(r.is_relative_to(tmp_path) for r in roots)  # a copy of the worker's own
+    assert all(count == 1 for worker in received for count in worker.values())  # once each
+
+
+def test_a_project_too_large_to_send_fails_its_crews_saying_so(
+    ray_runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(PROJECTS / "triage_flow", tmp_path / "crews" / "big_flow")  # about 3 KB
+    monkeypatch.setattr(projects, "MAX_PROJECT_BYTES", 2048)
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path / "crews"))
+    snap = finish(ray_runner, ray_runner.submit("big_flow", ["x", "y"]))
+    assert [c.state for c in snap.crews] == [CrewState.FAILED] * 2
+    for crew in snap.crews:
+        assert re.search(r"project 'big_flow' has [\d.]+ MB of files, more than", crew.error or "")
+        assert "move data files out of the project folder" in (crew.error or "")
+
+
 def test_the_api_runs_unchanged_on_ray(cluster: str, tmp_path: Path) -> None:
+    crews = tmp_path / "crews"
+    shutil.copytree(PROJECTS / "triage_flow", crews / "triage_flow")
     env = {"CREWDASH_RUNNER": "ray", "RAY_ADDRESS": cluster, "CREWDASH_RAY_WORKERS": "1"}
+    env |= {"CREWDASH_CREWS_DIR": str(crews), "CREWDASH_OUTPUTS_DIR": str(tmp_path / "out")}
     with api_server(tmp_path, **env) as url:
         answer = httpx.post(f"{url}/research", json={"topics": ["alpha", "beta"]}, timeout=120)
         assert answer.status_code == 200, answer.text
         assert sorted(answer.json()["results"]) == ["alpha", "beta"]
         assert answer.json()["errors"] == {}
         assert httpx.get(f"{url}/healthz", timeout=10).json()["backend"] == "ray"
+        flow = {"topics": ["ray flow A", "ray flow B"], "blueprint": "triage_flow"}
+        accepted = httpx.post(f"{url}/batches", json=flow, timeout=30)
+        assert accepted.status_code == 202, accepted.text
+        shutil.rmtree(crews)
+        batch_id = accepted.json()["batch_id"]
+        deadline = time.time() + 120
+        while not (body := httpx.get(f"{url}/batches/{batch_id}", timeout=10).json())["done"]:
+            assert time.time() < deadline, "batch did not finish"
+            time.sleep(0.2)
+        for crew in body["crews"]:
+            assert crew["state"] == "succeeded", crew["error"]
+            assert crew["files"] == ["brief.md"]
+            path = f"{url}/batches/{batch_id}/crews/{crew['run_id']}/files/brief.md"
+            brief = httpx.get(path, timeout=10)
+            assert brief.status_code == 200 and crew["topic"] in brief.text
 
 
 @pytest.mark.browser
