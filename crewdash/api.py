@@ -26,17 +26,27 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic.json_schema import models_json_schema
 from sse_starlette.sse import EventSourceResponse
 
-from crewdash.batch import BatchSnapshot, CrewSnapshot
-from crewdash.blueprints import BlueprintInfo, describe_blueprints, list_blueprints
+from crewdash.batch import BatchSnapshot
+from crewdash.blueprints import describe_blueprints, list_blueprints
 from crewdash.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS, outputs_dir
 from crewdash.errors import BatchElsewhereError, CrewdashError, TopicError, UnknownBatchError
-from crewdash.exports import FORMATS, batch_dict, export
+from crewdash.exports import FORMATS, export
 from crewdash.run_context import crew_file
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime
 from crewdash.topics import Topics, parse_topics, visible_pattern
+from crewdash.wire import (
+    BatchDetail,
+    BatchSummary,
+    BlueprintDescription,
+    CrewEvent,
+    DoneEvent,
+    Health,
+    WireModel,
+)
 
 log = logging.getLogger(__name__)
 MAX_INPUT_CHARS = 2000
@@ -140,23 +150,6 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _blueprint_info(info: BlueprintInfo) -> dict[str, Any]:
-    bp = info.blueprint
-    if bp is None:
-        return {"name": info.name, "kind": info.kind, "error": info.error}
-    return {
-        "name": info.name,
-        "kind": info.kind,
-        "error": None,
-        "inputs": dict(bp.inputs),
-        "required": sorted(bp.required),
-        "fan_out": bp.fan_out,
-        "pinned_agents": [
-            {"role": p.role, "model": p.model, "where": p.where} for p in bp.pinned_agents
-        ],
-    }
-
-
 class BodyTooLargeError(HTTPException):
     """A request body over the limit."""
 
@@ -240,28 +233,47 @@ def _token_matches(header: str, token: str) -> bool:
     )
 
 
-def _crew_event(crew: CrewSnapshot) -> dict[str, Any]:
+# The server-sent events of `GET /batches/{id}/events`: name -> the model of its JSON `data`.
+SSE_EVENTS: dict[str, type[WireModel]] = {"crew": CrewEvent, "done": DoneEvent}
+
+
+def _sse_item(name: str, model: type[WireModel]) -> dict[str, Any]:
+    """One kind of event, as OpenAPI 3.2 describes an event stream's items."""
     return {
-        "run_id": crew.run_id,
-        "index": crew.index,
-        "topic": crew.topic,
-        "state": crew.state.value,
-        "result": crew.result,
-        "error": crew.error,
-        "duration_s": crew.duration,
+        "type": "object",
+        "description": (model.__doc__ or "").strip(),
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": f"#/components/schemas/{model.__name__}"},
+            },
+        },
     }
 
 
-def _summary(snap: BatchSnapshot) -> dict[str, Any]:
-    return {
-        "batch_id": snap.batch_id,
-        "done": snap.done,
-        "crews": len(snap.crews),
-        "wall_s": snap.wall_s,
-        "sum_crew_s": snap.sum_crew_s,
-        "speedup": snap.speedup,
-        "counts": {s.value: snap.count(s) for s in {c.state for c in snap.crews}},
-    }
+def _event(name: str, payload: WireModel) -> dict[str, str]:
+    return {"event": name, "data": json.dumps(payload.model_dump(mode="json"))}
+
+
+def _with_event_schemas(app: FastAPI) -> None:
+    """Put the SSE payload models in the schema's components, where the events route points:
+    no route returns them as JSON, so FastAPI would leave them out."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            _, defs = models_json_schema(
+                [(m, "serialization") for m in SSE_EVENTS.values()],
+                ref_template="#/components/schemas/{model}",
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> FastAPI:
@@ -392,13 +404,14 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             },
         )
 
-    @app.get("/blueprints")
-    async def blueprints() -> list[dict[str, Any]]:
+    @app.get("/blueprints", response_model=list[BlueprintDescription])
+    async def blueprints() -> list[BlueprintDescription]:
         """Every blueprint on the search path: its kind, inputs with their defaults, fan-out
         input and the agents that pin their own model, or why it cannot be used."""
-        return [_blueprint_info(i) for i in await asyncio.to_thread(describe_blueprints)]
+        infos = await asyncio.to_thread(describe_blueprints)
+        return [BlueprintDescription.from_info(i) for i in infos]
 
-    @app.get("/batches", responses=PROBLEMS)
+    @app.get("/batches", response_model=list[BatchSummary], responses=PROBLEMS)
     async def list_batches(
         request: Request,
         search: str | None = Query(
@@ -406,48 +419,42 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         ),
         limit: int = Query(default=50, ge=1, le=500),
         offset: int = Query(default=0, ge=0, le=1_000_000),
-    ) -> list[dict[str, Any]]:
+    ) -> list[BatchSummary]:
         """The history, newest first (the dashboard's History page shows the same)."""
         _check_search(search)
         runtime = rt(request)
         if runtime.store is None:
-            return [_summary(runtime.runner.snapshot(b)) for b in runtime.runner.batch_ids()]
+            runner = runtime.runner
+            return [BatchSummary.from_snapshot(runner.snapshot(b)) for b in runner.batch_ids()]
         rows = await asyncio.to_thread(runtime.store.list_batches, search, limit, offset)
-        return [
-            {
-                "batch_id": r.batch_id,
-                "created_at": r.created_at,
-                "finished_at": r.finished_at,
-                "state": r.state,
-                "blueprint": r.blueprint,
-                "kind": r.kind,
-                "model": r.model_label,
-                "source": r.source,
-                "crews": r.crews,
-                "counts": r.counts,
-                "wall_s": r.wall_s,
-                "speedup": r.speedup,
-                "tokens": r.tokens,
-                "topics": r.topics_preview,
-            }
-            for r in rows
-        ]
+        return [BatchSummary.from_row(r) for r in rows]
 
-    @app.get("/batches/{batch_id}", responses=PROBLEMS)
-    async def get_batch(request: Request, batch_id: str) -> dict[str, Any]:
+    @app.get("/batches/{batch_id}", response_model=BatchDetail, responses=PROBLEMS)
+    async def get_batch(request: Request, batch_id: str) -> BatchDetail:
         """Everything about one batch, crews and spans included."""
-        return batch_dict(await snapshot(request, batch_id))
+        return BatchDetail.from_snapshot(await snapshot(request, batch_id))
 
     @app.get(
         "/batches/{batch_id}/events",
         response_class=EventSourceResponse,
         responses={
             **PROBLEMS,
-            200: {"content": {"text/event-stream": {}}, "description": "crew and done events"},
+            200: {
+                "description": "`crew` events (data: a `CrewEvent`), then one `done` event "
+                "(data: a `DoneEvent`); each event's data is JSON",
+                "content": {
+                    "text/event-stream": {
+                        "itemSchema": {"oneOf": [_sse_item(n, m) for n, m in SSE_EVENTS.items()]}
+                    }
+                },
+            },
         },
     )
     async def batch_events(request: Request, batch_id: str) -> EventSourceResponse:
-        """Server-sent events: `crew` on every state change, `done` with the figures at the end."""
+        """Server-sent events: `crew` on every state change, `done` with the figures at the end.
+
+        Each `crew` event's data is a `CrewEvent` (its schema is in the components), the
+        `done` event's a `DoneEvent`; both are JSON."""
         runtime = rt(request)
         first = await snapshot(request, batch_id)  # 404 before the stream starts
         try:
@@ -474,9 +481,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
                 for crew in snap.crews:
                     if sent.get(crew.run_id) != crew.state.value:
                         sent[crew.run_id] = crew.state.value
-                        yield {"event": "crew", "data": json.dumps(_crew_event(crew))}
+                        yield _event("crew", CrewEvent.from_snapshot(crew))
                 if snap.done:
-                    yield {"event": "done", "data": json.dumps(_summary(snap))}
+                    yield _event("done", DoneEvent.from_snapshot(snap))
                     return
                 if await request.is_disconnected():
                     return
@@ -532,7 +539,15 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         response_class=Response,
         responses={
             **PROBLEMS,
-            200: {"content": {m: {} for m, _ in FORMATS.values()}, "description": "the export"},
+            200: {
+                "content": {
+                    m: {"schema": {"$ref": "#/components/schemas/BatchDetail"}}
+                    if m == "application/json"
+                    else {"schema": {"type": "string"}}
+                    for m, _ in FORMATS.values()
+                },
+                "description": "the export (JSON: the same `BatchDetail` as GET /batches/{id})",
+            },
         },
     )
     async def export_batch(
@@ -573,7 +588,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             raise HTTPException(404, f"file {path!r} is no longer on the server") from None
         return FileResponse(target, filename=target.name)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     async def healthz(request: Request) -> dict[str, Any]:
         runtime = rt(request)
         running = sum(1 for b in runtime.runner.batch_ids() if not runtime.runner.snapshot(b).done)
@@ -591,6 +606,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return _problem(exc)
 
+    _with_event_schemas(app)
     return app
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 class CrewState(StrEnum):
@@ -29,6 +29,26 @@ class CrewState(StrEnum):
     @property
     def final(self) -> bool:
         return self not in (CrewState.QUEUED, CrewState.RUNNING)
+
+
+BatchState = Literal["running", "succeeded", "failed", "interrupted"]
+
+
+def batch_state(counts: Mapping[str, int], finished_at: float | None) -> BatchState:
+    """How a batch went, from its crews' states: one whose crews have all ended is finished,
+    even if its end was never written (the history's and the API's one rule)."""
+    if counts.get(CrewState.INTERRUPTED.value):
+        return "interrupted"
+    if counts.get(CrewState.QUEUED.value) or counts.get(CrewState.RUNNING.value):
+        return "running"
+    if not counts and finished_at is None:
+        return "running"
+    return "failed" if counts.get(CrewState.FAILED.value) else "succeeded"
+
+
+def topics_preview(topics: Sequence[str], shown: int = 3) -> str:
+    """The first topics of a batch, for a one-line listing."""
+    return ", ".join(topics[:shown]) + ("…" if len(topics) > shown else "")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from crewdash.backend_bench import MAX_N as BACKENDS_MAX_N
 from crewdash.backend_bench import compare_backends, parse_backends
-from crewdash.batch import BatchSnapshot, CrewState
+from crewdash.batch import BatchSnapshot
 from crewdash.bench import MAX_N, STRATEGIES, BenchReport, check_n, parse_strategies, run_sweep
 from crewdash.blueprints import describe_blueprints, load_blueprint
 from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL, outputs_dir
@@ -33,42 +33,12 @@ from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime, backend_from_env, demo_profile_from_env
 from crewdash.store import Store
 from crewdash.topics import parse_topics
+from crewdash.wire import RunReport
 
 
 def summary(snap: BatchSnapshot) -> dict[str, Any]:
-    """The figures a run reports, as plain JSON-ready values."""
-    return {
-        "batch_id": snap.batch_id,
-        "blueprint": snap.blueprint,
-        "model": snap.model_label,
-        "crews": len(snap.crews),
-        "succeeded": snap.count(CrewState.SUCCEEDED),
-        "failed": snap.count(CrewState.FAILED),
-        "max_concurrency": snap.max_concurrency,
-        "wall_s": round(snap.wall_s, 3),
-        "slowest_crew_s": round(snap.slowest_crew_s, 3),
-        "sum_crew_s": round(snap.sum_crew_s, 3),
-        "speedup": round(snap.speedup, 2),
-        "wall_over_slowest": round(snap.wall_s / snap.slowest_crew_s, 3)
-        if snap.slowest_crew_s
-        else None,
-        "tokens": snap.tokens.total,
-        "kind": snap.kind,
-        "crews_detail": [
-            {
-                "run_id": c.run_id,
-                "topic": c.topic,
-                "state": c.state.value,
-                "duration_s": None if c.duration is None else round(c.duration, 3),
-                "error": c.error,
-                "inputs": dict(c.inputs),
-                "result": c.result,
-                "tasks": [{"name": t.name, "agent": t.agent, "output": t.output} for t in c.tasks],
-                "files": [str(outputs_dir() / snap.batch_id / c.run_id / f) for f in c.files],
-            }
-            for c in snap.crews
-        ],
-    }
+    """The figures a run reports, as plain JSON-ready values (`wire.RunReport`)."""
+    return RunReport.from_snapshot(snap, outputs_dir()).model_dump(mode="json")
 
 
 def parse_inputs(pairs: Sequence[str]) -> dict[str, str]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from crewdash.batch import BatchSnapshot
 from crewdash.errors import CrewdashError
+from crewdash.wire import BatchDetail
 
 ExportFormat = Literal["csv", "json", "md"]
 FORMATS: dict[str, tuple[str, str]] = {
@@ -69,22 +69,8 @@ def _iso(ts: float | None) -> str:
 
 
 def batch_dict(snap: BatchSnapshot) -> dict[str, Any]:
-    """Everything about a batch as plain JSON-ready data."""
-    data = asdict(snap)
-    data.update(
-        done=snap.done,
-        finished_at=snap.finished_at,
-        wall_s=snap.wall_s,
-        sum_crew_s=snap.sum_crew_s,
-        speedup=snap.speedup,
-        tokens=asdict(snap.tokens),
-        cost_usd=snap.cost,
-    )
-    for crew, raw in zip(snap.crews, data["crews"], strict=True):
-        raw["state"] = crew.state.value
-        raw["duration_s"] = crew.duration
-        raw["cost_usd"] = snap.crew_cost(crew)
-    return data
+    """Everything about a batch as plain JSON-ready data (the API's `BatchDetail`)."""
+    return BatchDetail.from_snapshot(snap).model_dump(mode="json")
 
 
 CSV_HEADER = (

@@ -50,7 +50,16 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState, Span, TaskResult, TokenUsage
+from crewdash.batch import (
+    BatchSnapshot,
+    CrewSnapshot,
+    CrewState,
+    Span,
+    TaskResult,
+    TokenUsage,
+    batch_state,
+    topics_preview,
+)
 from crewdash.config import PROJECT_ROOT
 from crewdash.errors import BatchElsewhereError, CrewdashError, UnknownBatchError
 
@@ -179,13 +188,7 @@ class BatchSummary:
     @property
     def state(self) -> str:
         """A batch whose crews have all ended is finished, even if its end was never written."""
-        if self.counts.get(CrewState.INTERRUPTED.value):
-            return "interrupted"
-        if any(self.counts.get(state) for state in OPEN_STATES):
-            return "running"
-        if not self.counts and self.finished_at is None:
-            return "running"
-        return "failed" if self.counts.get(CrewState.FAILED.value) else "succeeded"
+        return batch_state(self.counts, self.finished_at)
 
     @property
     def speedup(self) -> float | None:
@@ -518,8 +521,7 @@ class Store:
                     wall_s=(b.finished_at - b.created_at) if b.finished_at else None,
                     sum_crew_s=s["sum"],
                     tokens=s["tokens"],
-                    topics_preview=", ".join(s["topics"][:3])
-                    + ("…" if len(s["topics"]) > 3 else ""),
+                    topics_preview=topics_preview(s["topics"]),
                     kind=b.kind,
                 )
             )
