@@ -356,8 +356,8 @@ def test_a_crews_folder_of_ones_own_keeps_the_built_in_blueprints(
     monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
     at = start()
     assert not at.error
-    options = at.sidebar.selectbox(key="sidebar.blueprint").options
-    assert {"mine", "research", "timing"} <= set(options)
+    options = at.sidebar.selectbox(key="sidebar.blueprint").options  # "name · kind" labels
+    assert {"mine · YAML crew", "research · YAML crew", "timing · YAML crew"} <= set(options)
 
 
 def test_a_failed_start_says_why_and_leaves_nothing_running(
