@@ -158,3 +158,12 @@ def test_no_module_but_settings_reads_the_environment() -> None:
     assert {(f, fn) for f, fn, _ in uses} >= {("crewdash/settings.py", "load_settings")}
     stray = [u for u in uses if (u[0], u[1]) not in ALLOWED_ENVIRON]
     assert not stray, f"read settings through crewdash.settings.load_settings, not: {stray}"
+
+
+def test_the_demo_profile_choices_are_the_demo_servers_kinds() -> None:
+    from typing import get_args
+
+    from crewdash.demo_llm import PROFILE_KINDS
+
+    choices, _none = get_args(Settings.model_fields["demo_profile"].annotation)
+    assert get_args(choices) == PROFILE_KINDS
