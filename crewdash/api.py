@@ -37,6 +37,7 @@ from crewdash.exports import FORMATS, export
 from crewdash.run_context import crew_file
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime
+from crewdash.settings import load_settings
 from crewdash.topics import Topics, parse_topics, visible_pattern
 from crewdash.wire import (
     BatchDetail,
@@ -302,7 +303,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
     @app.middleware("http")
     async def bearer_token(request: Request, call_next: Any) -> Response:
         """With CREWDASH_API_TOKEN set, every call but health and docs needs that bearer token."""
-        token = os.environ.get("CREWDASH_API_TOKEN", "")
+        token = load_settings(only={"CREWDASH_API_TOKEN"}).secret("CREWDASH_API_TOKEN")
         if token and request.url.path not in open_paths:
             if not _token_matches(request.headers.get("authorization", ""), token):
                 return JSONResponse(

@@ -11,7 +11,6 @@ crews never share an Agent (the tutorial's first pitfall).
 from __future__ import annotations
 
 import importlib
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from crewai import LLM, Agent, Crew, Process, Task
 
 from crewdash.config import CREWS_DIR, crews_path
 from crewdash.errors import BlueprintError
+from crewdash.settings import load_settings
 
 if TYPE_CHECKING:
     from crewdash.llm import LLMSettings
@@ -37,9 +37,13 @@ _AGENT_OPTIONAL = ("allow_delegation", "max_iter", "max_rpm", "max_execution_tim
 TOOLS = {"serper_dev": ("crewai_tools", "SerperDevTool", "SERPER_API_KEY")}
 
 
+def _key(variable: str) -> str | None:
+    return load_settings(only={variable}).secret(variable)
+
+
 def missing_tool_keys(names: Iterable[str]) -> list[tuple[str, str]]:
     """(tool, environment variable) for each named tool whose key is not set."""
-    return [(n, TOOLS[n][2]) for n in names if not os.environ.get(TOOLS[n][2])]
+    return [(n, TOOLS[n][2]) for n in names if not _key(TOOLS[n][2])]
 
 
 def _tools(names: Iterable[str]) -> list[Any]:
@@ -47,7 +51,7 @@ def _tools(names: Iterable[str]) -> list[Any]:
     built = []
     for name in names:
         module, cls, key = TOOLS[name]
-        if os.environ.get(key):
+        if _key(key):
             built.append(getattr(importlib.import_module(module), cls)())
     return built
 

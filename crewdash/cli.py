@@ -31,6 +31,7 @@ from crewdash.execution import Backend
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime, backend_from_env, demo_profile_from_env
+from crewdash.settings import load_settings
 from crewdash.store import Store
 from crewdash.topics import parse_topics
 from crewdash.wire import RunReport
@@ -150,7 +151,7 @@ def _bench_llm(args: argparse.Namespace, calls: int) -> LLMSettings:
         provider=args.provider,
         model=args.model or DEFAULT_OPENAI_MODEL,
         base_url=args.base_url,
-        api_key=os.environ.get("OPENAI_API_KEY"),
+        api_key=load_settings(only={"OPENAI_API_KEY"}).secret("OPENAI_API_KEY"),
     )
     if args.provider == "openai" and not settings.api_key:
         raise SettingsError("provider openai needs OPENAI_API_KEY in the environment")

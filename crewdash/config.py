@@ -1,7 +1,7 @@
-"""Defaults and environment settings in one place.
+"""Defaults in one place; the environment variables themselves are read in `crewdash.settings`.
 
-Every tunable the product reads from the environment is named here, so the README's table and the
-code cannot drift apart.
+The one write to the environment is here: `silence_telemetry` sets CrewAI's and OpenTelemetry's
+own variables, which those libraries read themselves.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from crewdash.errors import SettingsError
+from crewdash.settings import default_of, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The built-in blueprints (`research`, `timing`): always on the search path, so the warm-up and the
@@ -20,16 +20,17 @@ CREWS_DIR = PROJECT_ROOT / "crews"
 
 MAX_TOPICS = 100
 MAX_TOPIC_CHARS = 300
-DEFAULT_MAX_CONCURRENCY = 32
+DEFAULT_MAX_CONCURRENCY: int = default_of("CREWDASH_MAX_CONCURRENCY")
 DEFAULT_BLUEPRINT = "research"
 
 DEMO_MODEL_NAME = "crewdash-demo"
 
 # Model calls: one call's timeout, and what one crew run may spend on failed calls in total.
-DEFAULT_CALL_TIMEOUT_S = 30.0  # CREWDASH_LLM_TIMEOUT
-DEFAULT_RETRY_TRIES = 8  # CREWDASH_RETRY_TRIES
-DEFAULT_RETRY_SECONDS = 90.0  # CREWDASH_RETRY_SECONDS
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+# The defaults of those settings are the `Settings` fields' own.
+DEFAULT_CALL_TIMEOUT_S: float = default_of("CREWDASH_LLM_TIMEOUT")
+DEFAULT_RETRY_TRIES: int = default_of("CREWDASH_RETRY_TRIES")
+DEFAULT_RETRY_SECONDS: float = default_of("CREWDASH_RETRY_SECONDS")
+DEFAULT_OPENAI_MODEL: str = default_of("CREWDASH_OPENAI_MODEL")
 
 # CrewAI's telemetry and tracing try the network; this product runs offline and keeps data local.
 QUIET_ENVIRONMENT = {
@@ -51,41 +52,17 @@ def quiet_crewai_logs() -> None:
     logging.getLogger("crewai.llms.base_llm").setLevel(logging.ERROR)
 
 
-def env_int(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
-    """An integer from the environment; a `SettingsError` (a ValueError too) naming the variable."""
-    raw = (os.environ if env is None else env).get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-
-
-def env_float(
-    name: str, default: float | None, env: Mapping[str, str] | None = None
-) -> float | None:
-    """A float from the environment; a `SettingsError` (a ValueError too) naming the variable."""
-    raw = (os.environ if env is None else env).get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-
-
 def outputs_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where the files that crews' tasks write go (`<this>/<batch_id>/<run_id>/`):
     `CREWDASH_OUTPUTS_DIR`, else `data/outputs` in the project. Read at each call."""
-    raw = (os.environ if env is None else env).get("CREWDASH_OUTPUTS_DIR", "").strip()
+    raw = load_settings(env, only={"CREWDASH_OUTPUTS_DIR"}).outputs_dir
     return Path(raw).expanduser() if raw else PROJECT_ROOT / "data" / "outputs"
 
 
 def crews_path(env: Mapping[str, str] | None = None) -> list[Path]:
     """Where blueprints are looked up: the built-in `crews/`, then each folder of
     `CREWDASH_CREWS_DIR` (separated by `os.pathsep`), each folder once. Read at each call."""
-    raw = (os.environ if env is None else env).get("CREWDASH_CREWS_DIR", "")
+    raw = load_settings(env, only={"CREWDASH_CREWS_DIR"}).crews_dir or ""
     path = [CREWS_DIR]
     seen = {CREWS_DIR.resolve()}
     for part in raw.split(os.pathsep):

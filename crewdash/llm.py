@@ -7,7 +7,6 @@ embedded demo model, which is an OpenAI-compatible server reached over real HTTP
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 from collections.abc import Mapping
@@ -19,16 +18,12 @@ from crewai import LLM
 from openai import OpenAI
 
 from crewdash.config import (
-    DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_OPENAI_MODEL,
-    DEFAULT_RETRY_SECONDS,
-    DEFAULT_RETRY_TRIES,
     DEMO_MODEL_NAME,
-    env_float,
-    env_int,
 )
 from crewdash.errors import RetryBudgetSpent, SettingsError, redact
 from crewdash.retries import ResilientTransport, shared_limiter
+from crewdash.settings import load_settings
 
 PROVIDERS = ("demo", "openai", "anthropic", "gemini", "ollama", "openai_compatible")
 PROVIDER_LABELS = {
@@ -56,27 +51,16 @@ OLLAMA_URL = "http://localhost:11434"
 _DEMO_KEY = "crewdash-demo-no-key-needed"
 
 
-def _env_seconds(name: str, default: float) -> float:
-    try:
-        value = env_float(name, default)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
-    return default if value is None else value
-
-
 def _call_timeout() -> float:
-    return _env_seconds("CREWDASH_LLM_TIMEOUT", DEFAULT_CALL_TIMEOUT_S)
+    return load_settings(only={"CREWDASH_LLM_TIMEOUT"}).llm_timeout
 
 
 def _retry_tries() -> int:
-    try:
-        return env_int("CREWDASH_RETRY_TRIES", DEFAULT_RETRY_TRIES)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
+    return load_settings(only={"CREWDASH_RETRY_TRIES"}).retry_tries
 
 
 def _retry_seconds() -> float:
-    return _env_seconds("CREWDASH_RETRY_SECONDS", DEFAULT_RETRY_SECONDS)
+    return load_settings(only={"CREWDASH_RETRY_SECONDS"}).retry_seconds
 
 
 @dataclass(frozen=True)
@@ -121,8 +105,7 @@ class LLMSettings:
         environment. Error messages blank the key out either way."""
         if self.api_key or self.provider not in KEY_VARIABLES:
             return self
-        env = os.environ if env is None else env
-        key = next((env[v] for v in KEY_VARIABLES[self.provider] if env.get(v)), None)
+        key = _provider_key(self.provider, env)
         return replace(self, api_key=key) if key else self
 
     @property
@@ -139,14 +122,20 @@ class LLMSettings:
 
 def default_llm_settings(env: Mapping[str, str] | None = None) -> LLMSettings:
     """The demo model, unless `OPENAI_API_KEY` is set (then OpenAI, `CREWDASH_OPENAI_MODEL`)."""
-    env = os.environ if env is None else env
-    if env.get("OPENAI_API_KEY"):
+    settings = load_settings(
+        env, only={"OPENAI_API_KEY", "CREWDASH_OPENAI_MODEL", "OPENAI_BASE_URL"}
+    )
+    if settings.openai_api_key:
         return LLMSettings(
-            provider="openai",
-            model=env.get("CREWDASH_OPENAI_MODEL") or DEFAULT_OPENAI_MODEL,
-            base_url=env.get("OPENAI_BASE_URL") or None,
+            provider="openai", model=settings.openai_model, base_url=settings.openai_base_url
         )
     return LLMSettings()
+
+
+def _provider_key(provider: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The first of the provider's key variables that is set (`KEY_VARIABLES`), else None."""
+    settings = load_settings(env, only=KEY_VARIABLES.get(provider, ()))
+    return next((k for v in KEY_VARIABLES.get(provider, ()) if (k := settings.secret(v))), None)
 
 
 class _SyncClients:
@@ -228,9 +217,7 @@ def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
             model=f"ollama/{settings.model}", base_url=settings.base_url or OLLAMA_URL, **kwargs
         )
     if settings.provider in ("anthropic", "gemini"):
-        key = settings.api_key or next(
-            (os.environ[v] for v in KEY_VARIABLES[settings.provider] if os.environ.get(v)), None
-        )
+        key = settings.api_key or _provider_key(settings.provider)
         if not key:
             names = " or ".join(KEY_VARIABLES[settings.provider])
             raise SettingsError(f"{PROVIDER_LABELS[settings.provider]} needs an API key ({names})")
@@ -238,7 +225,7 @@ def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
     return _openai_llm(
         settings.model,
         settings.base_url,
-        settings.api_key or os.environ.get("OPENAI_API_KEY"),
+        settings.api_key or _provider_key("openai"),
         settings.requests_per_minute,
         **kwargs,
     )

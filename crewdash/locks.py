@@ -19,6 +19,8 @@ from hashlib import md5
 import portalocker
 from crewai_core import lock_store
 
+from crewdash.settings import load_settings
+
 FILE_LOCK_POLL_S = 0.005
 
 _guard = threading.Lock()
@@ -47,7 +49,7 @@ def named_lock(name: str, *, timeout: float = 120.0) -> Iterator[None]:
 
 def install() -> None:
     """Make CrewAI use `named_lock` (unless Redis locks are configured, which do not poll)."""
-    if not os.environ.get("REDIS_URL"):
+    if not load_settings(only={"REDIS_URL"}).redis_url:
         lock_store.set_lock_backend(named_lock)
 
 

@@ -5,7 +5,6 @@ Costs are derived from recorded token counts at read time, so a corrected price 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +15,7 @@ import yaml
 from crewdash.batch import TokenUsage
 from crewdash.config import PROJECT_ROOT
 from crewdash.errors import SettingsError
+from crewdash.settings import load_settings
 
 BUILT_IN = PROJECT_ROOT / "prices.yaml"
 
@@ -48,13 +48,13 @@ def _prices(extra: str) -> dict[str, Price]:
 
 
 def prices() -> dict[str, Price]:
-    return _prices(os.environ.get("CREWDASH_PRICES_FILE", ""))
+    return _prices(load_settings(only={"CREWDASH_PRICES_FILE"}).prices_file or "")
 
 
 def check_prices_file(env: Mapping[str, str] | None = None) -> None:
     """Read `CREWDASH_PRICES_FILE` at start: a broken file stops the start with one line naming
     the variable, instead of failing every page and export that shows a cost later."""
-    extra = (os.environ if env is None else env).get("CREWDASH_PRICES_FILE", "")
+    extra = load_settings(env, only={"CREWDASH_PRICES_FILE"}).prices_file
     if extra:
         try:
             _read(Path(extra))

@@ -34,14 +34,15 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from crewdash.batch import Batch, CrewSnapshot, CrewState
-from crewdash.config import PROJECT_ROOT, env_int
+from crewdash.config import PROJECT_ROOT
 from crewdash.errors import SettingsError, redact
 from crewdash.execution import EXECUTOR_HEADROOM, CrewJob, Started, freeze_heap, run_crew
 from crewdash.run_context import contained, list_files
+from crewdash.settings import default_of, load_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKERS = 2
+DEFAULT_WORKERS: int = default_of("CREWDASH_RAY_WORKERS")
 PROGRESS_EVERY_S = 0.1  # how often a running crew's changes are sent back at most
 LATE_SPANS_GRACE_S = 0.5  # after a crew ends, how long to wait for its last LLM events
 CONNECT_TIMEOUT_S = 5.0
@@ -96,9 +97,8 @@ class RaySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RaySettings:
-        env = os.environ if env is None else env
-        workers = env_int("CREWDASH_RAY_WORKERS", DEFAULT_WORKERS, env)
-        return cls(address=env.get("RAY_ADDRESS", "").strip() or None, workers=workers)
+        settings = load_settings(env, only={"RAY_ADDRESS", "CREWDASH_RAY_WORKERS"})
+        return cls(address=settings.ray_address, workers=settings.ray_workers)
 
     @property
     def label(self) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -17,9 +16,6 @@ from dataclasses import dataclass
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot
 from crewdash.blueprints import builtin_blueprint
 from crewdash.config import (
-    DEFAULT_MAX_CONCURRENCY,
-    env_float,
-    env_int,
     quiet_crewai_logs,
     silence_telemetry,
 )
@@ -30,6 +26,7 @@ from crewdash.jobs import JobRunner
 from crewdash.llm import LLMSettings, default_llm_settings
 from crewdash.pricing import check_prices_file
 from crewdash.runner import Runner, RunSettings
+from crewdash.settings import load_settings
 from crewdash.store import DEFAULT_LEASE_S, Store
 
 silence_telemetry()
@@ -42,21 +39,16 @@ def demo_profile_from_env(env: Mapping[str, str] | None = None) -> LatencyProfil
 
     A latency given alone means a fixed profile.
     """
-    env = os.environ if env is None else env
-    latency = env_float("CREWDASH_DEMO_LATENCY", None, env)
-    seed = env_int("CREWDASH_DEMO_SEED", 7, env)
-    kind = env.get("CREWDASH_DEMO_PROFILE", "").strip() or (
-        "hosted" if latency is None else "fixed"
+    settings = load_settings(
+        env, only={"CREWDASH_DEMO_LATENCY", "CREWDASH_DEMO_SEED", "CREWDASH_DEMO_PROFILE"}
     )
-    if kind not in PROFILE_KINDS:
-        raise SettingsError(f"CREWDASH_DEMO_PROFILE must be one of {', '.join(PROFILE_KINDS)}")
+    latency, seed = settings.demo_latency, settings.demo_seed
+    kind = settings.demo_profile or ("hosted" if latency is None else "fixed")
+    assert kind in PROFILE_KINDS  # the settings' choices are the demo server's kinds
     try:
         return LatencyProfile(kind=kind, seconds=1.0 if latency is None else latency, seed=seed)
     except ValueError as exc:
         raise SettingsError(f"CREWDASH_DEMO_LATENCY: {exc}") from None
-
-
-RUNNER_BACKENDS = ("local", "ray")
 
 
 def backend_from_env(env: Mapping[str, str] | None = None) -> Backend:
@@ -64,17 +56,11 @@ def backend_from_env(env: Mapping[str, str] | None = None) -> Backend:
 
     A Ray backend that cannot start raises; it never quietly becomes a local one.
     """
-    env = os.environ if env is None else env
-    kind = env.get("CREWDASH_RUNNER", "").strip().lower() or "local"
-    if kind == "local":
+    if load_settings(env, only={"CREWDASH_RUNNER"}).runner == "local":
         return LocalBackend()
-    if kind == "ray":
-        from crewdash.ray_backend import RayBackend, RaySettings
+    from crewdash.ray_backend import RayBackend, RaySettings
 
-        return RayBackend(RaySettings.from_env(env))
-    raise SettingsError(
-        f"CREWDASH_RUNNER must be one of {', '.join(RUNNER_BACKENDS)}, got {kind!r}"
-    )
+    return RayBackend(RaySettings.from_env(env))
 
 
 @dataclass(frozen=True)
@@ -98,12 +84,8 @@ class Liveness:
 
 def liveness_from_env(env: Mapping[str, str] | None = None) -> Liveness:
     """`CREWDASH_OWNER_HEARTBEAT_S` (5) and `CREWDASH_OWNER_LEASE_S` (30)."""
-    env = os.environ if env is None else env
-    defaults = Liveness()
-    heartbeat = env_float("CREWDASH_OWNER_HEARTBEAT_S", defaults.heartbeat_s, env)
-    lease = env_float("CREWDASH_OWNER_LEASE_S", defaults.lease_s, env)
-    assert heartbeat is not None and lease is not None  # both have defaults
-    return Liveness(heartbeat, lease)
+    settings = load_settings(env, only={"CREWDASH_OWNER_HEARTBEAT_S", "CREWDASH_OWNER_LEASE_S"})
+    return Liveness(settings.owner_heartbeat_s, settings.owner_lease_s)
 
 
 class Heartbeat:
@@ -219,21 +201,18 @@ class Runtime:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
-        env = os.environ if env is None else env
-        limit = env_int("CREWDASH_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, env)
-        if not 1 <= limit <= 1000:
-            raise SettingsError("CREWDASH_MAX_CONCURRENCY must be between 1 and 1000")
-        settings = RunSettings(llm=default_llm_settings(env), max_concurrency=limit)
+        every = load_settings(env)  # every variable checked at start, one line for a bad one
+        settings = RunSettings(llm=default_llm_settings(env), max_concurrency=every.max_concurrency)
         profile = demo_profile_from_env(env)
         liveness = liveness_from_env(env)
         try:
-            failures = FailureRates.parse(env.get("CREWDASH_DEMO_FAILURES", ""), profile.seed)
+            failures = FailureRates.parse(every.demo_failures, profile.seed)
         except ValueError as exc:
             raise SettingsError(f"CREWDASH_DEMO_FAILURES: {exc}") from None
         check_prices_file(env)
         backend = backend_from_env(env)  # first: a wrong cluster address fails before anything
         try:
-            store = Store(env.get("DATABASE_URL") or None)
+            store = Store(every.database_url)
         except BaseException:
             backend.close()
             raise

@@ -62,6 +62,7 @@ from crewdash.batch import (
 )
 from crewdash.config import PROJECT_ROOT
 from crewdash.errors import BatchElsewhereError, CrewdashError, UnknownBatchError
+from crewdash.settings import load_settings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_URL = f"sqlite:///{PROJECT_ROOT / 'data' / 'crewdash.db'}"
@@ -218,7 +219,7 @@ class Store:
     """Thread-safe access to the history database."""
 
     def __init__(self, url: str | None = None) -> None:
-        self.url = url or os.environ.get("DATABASE_URL") or DEFAULT_URL
+        self.url = url or load_settings(only={"DATABASE_URL"}).database_url or DEFAULT_URL
         if self.url.startswith("postgresql://"):
             self.url = "postgresql+psycopg://" + self.url.removeprefix("postgresql://")
         try:

@@ -8,7 +8,6 @@ session's memory: it is never written to disk, the database, logs or exports.
 from __future__ import annotations
 
 import hmac
-import os
 import runpy
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +30,7 @@ from crewdash.llm import (
 from crewdash.projects import KIND_LABELS
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime
+from crewdash.settings import load_settings
 
 ENTRY_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
 PROFILE_LABELS = {
@@ -79,11 +79,15 @@ def _oidc_configured() -> bool:
     return bool(auth) and "client_id" in str(dict(auth))
 
 
+def _environment_password() -> str | None:
+    return load_settings(only={"CREWDASH_PASSWORD"}).secret("CREWDASH_PASSWORD")
+
+
 def locked() -> bool:
     """Whether this session still has to log in (decides whether the page menu shows)."""
     if _oidc_configured():
         return not st.user.is_logged_in
-    password = _secret("password") or os.environ.get("CREWDASH_PASSWORD")
+    password = _secret("password") or _environment_password()
     return bool(password) and not st.session_state.get("auth.ok")
 
 
@@ -97,7 +101,7 @@ def gate() -> None:
             st.stop()
         st.sidebar.button("Log out", on_click=st.logout)
         return
-    password = _secret("password") or os.environ.get("CREWDASH_PASSWORD")
+    password = _secret("password") or _environment_password()
     if not password or st.session_state.get("auth.ok"):
         return
     st.title("crewdash")
