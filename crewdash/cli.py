@@ -1,9 +1,11 @@
 """Command line: run a batch from a terminal, or serve the demo model on its own.
 
-python -m crewdash run "topic one" "topic two" [--latency 1.0] [--json out.json]
-python -m crewdash run --n 50 --latency 1.0 --json bench-50.json
-python -m crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
-python -m crewdash demo-llm --port 8001 --profile hosted
+crewdash run "topic one" "topic two" [--latency 1.0] [--json out.json]
+crewdash run --n 50 --latency 1.0 --json bench-50.json
+crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
+crewdash demo-llm --port 8001 --profile hosted
+
+`crewdash` is the installed command; `python -m crewdash` is the same from a checkout.
 """
 
 from __future__ import annotations
@@ -236,9 +238,9 @@ def cmd_demo_llm(args: argparse.Namespace) -> int:
         server.stop()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m crewdash",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -291,8 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "crewdash") -> int:
+    """The `crewdash` console script (pyproject.toml) and `python -m crewdash`."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -14,10 +14,10 @@ from pathlib import Path
 import yaml
 
 from crewdash.batch import TokenUsage
-from crewdash.config import PROJECT_ROOT
+from crewdash.config import PRICES_FILE
 from crewdash.errors import SettingsError
 
-BUILT_IN = PROJECT_ROOT / "prices.yaml"
+BUILT_IN = PRICES_FILE
 
 
 @dataclass(frozen=True)
