@@ -146,9 +146,9 @@ def _bench_llm(args: argparse.Namespace, calls: int) -> LLMSettings:
 
 def print_report(report: BenchReport) -> None:
     print(
-        f"N={report.n} · one call {report.latency_s:.2f} s ({report.profile}) · "
-        f"framework CPU {report.framework_cpu_per_crew_ms:.1f} ms/crew · "
-        f"floor {report.floor_s:.2f} s · sequential "
+        f"N={report.n} · one call L {report.latency_s:.2f} s ({report.profile}) · "
+        f"framework CPU c {report.framework_cpu_per_crew_ms:.1f} ms/crew · "
+        f"floor {report.floor_rule} {report.floor_s:.2f} s · sequential "
         f"{report.sequential_s:.2f} s{'' if report.sequential_measured else ' (estimated)'}"
     )
     header = f"{'strategy':<24}{'wall s':>9}{'speedup':>9}{'floor/wall':>11}{'peak':>6}  errors"
