@@ -2,8 +2,11 @@
 
 Each strategy gets fresh crews built from the `timing` blueprint and runs on its own thread with
 its own plain event loop, exactly as a user's script would (so Python's default executor of
-min(32, cpu + 4) threads applies to it). The floor is one call's latency plus the framework's own
-CPU time for N crews, measured in the same run against a zero-latency demo model.
+min(32, cpu + 4) threads applies to it). The floor is a lower bound on the wall time on one core:
+max(L + c, N·c), with L one call's latency and c the framework's own CPU time per crew (measured
+in the same run: N crews against a zero-latency demo model, divided by N). A crew cannot finish
+before its wait and its own CPU work (L + c); and crews' CPU work overlaps other crews' waits but
+not each other (one GIL), so N crews need N·c at least.
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ from crewdash.store import Store
 
 MAX_N = 200
 Progress = Callable[[float, str], None]
+FLOOR_RULE = "max(L + c, N·c)"
+
+
+def floor_seconds(n: int, latency_s: float, cpu_per_crew_s: float) -> float:
+    """The lower bound on N crews' wall time on one core, see `FLOOR_RULE` and the module doc."""
+    return max(latency_s + cpu_per_crew_s, n * cpu_per_crew_s)
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,7 @@ class BenchReport:
     sequential_s: float
     sequential_measured: bool
     results: list[StrategyResult]
+    floor_rule: str = FLOOR_RULE
 
     def result(self, strategy: str) -> StrategyResult | None:
         return next((r for r in self.results if r.strategy == strategy), None)
@@ -106,14 +116,25 @@ class BenchReport:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BenchReport:
-        """The inverse of `to_json(with_spans=True)` (as kept in the history)."""
+        """The inverse of `to_json(with_spans=True)` (as kept in the history). A report saved
+        before `floor_rule` existed had the floor L + N·c, which runs could beat: its floor is
+        worked out again from its own L, N and c."""
         results = []
         for raw in data["results"]:
             fields = {k: v for k, v in raw.items() if k not in ("ok", "spans")}
             spans = [CallSpan(**s) for s in raw.get("spans", [])]
             results.append(StrategyResult(**fields, spans=spans))
         head = {k: v for k, v in data.items() if k != "results"}
-        return cls(**head, results=results)
+        report = cls(**head, results=results)
+        if "floor_rule" not in data:
+            report.floor_s = round(
+                floor_seconds(report.n, report.latency_s, report.framework_cpu_per_crew_ms / 1000),
+                4,
+            )
+            for r in report.results:
+                if r.wall_s:
+                    r.efficiency_vs_floor = round(report.floor_s / r.wall_s, 3)
+        return report
 
 
 class _CallRecorder(BaseEventListener):
@@ -391,7 +412,7 @@ def run_bench(
     llm: LLMSettings | None = None,
     progress: Progress | None = None,
 ) -> BenchReport:
-    """Measure the given strategies at N crews, plus the floor, in one run."""
+    """Measure the given strategies at N crews, plus the floor's c, in one run."""
     check_n(n)
     names = parse_strategies(strategies)
     llm = llm or LLMSettings()
@@ -406,7 +427,7 @@ def run_bench(
         warm = BenchContext(blueprint, LLMSettings(), zero.base_url)
         _measure(STRATEGIES["crewdash"], warm, 1, 0.0)
         freeze_heap()
-        say(0.5 / steps, f"measuring the floor: {n} crews against a zero-latency model")
+        say(0.5 / steps, f"measuring the CPU per crew: {n} crews against a zero-latency model")
         floor_run = _measure(STRATEGIES["crewdash"], warm, n, 0.0)
         cpu_total = floor_run.wall_s or 0.0
         ctx = BenchContext(blueprint, llm, server.base_url if llm.is_demo else None)
@@ -417,7 +438,7 @@ def run_bench(
             results.append(_measure(STRATEGIES[name], ctx, n, profile.seconds))
         say(1.0, "done")
         latency = _call_latency(profile, server, results)
-    floor = latency + cpu_total
+    floor = floor_seconds(n, latency, cpu_total / n)
     seq = next((r for r in results if r.strategy == "sequential" and r.ok), None)
     sequential_s = seq.wall_s if seq and seq.wall_s else n * (latency + cpu_total / n)
     for r in results:

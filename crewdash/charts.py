@@ -258,7 +258,10 @@ def bench_bar_figure(report: BenchReport, metric: str) -> go.Figure:
             y=report.floor_s,
             line_dash="dash",
             line_color="#16a34a",
-            annotation_text=f"floor {report.floor_s:.2f} s",
+            annotation_text=(
+                f"floor {report.floor_rule} = {report.floor_s:.2f} s "
+                f"(c = {report.framework_cpu_per_crew_ms:.1f} ms)"
+            ),
             annotation_position="top left",
         )
     fig.update_layout(
@@ -292,7 +295,7 @@ def bench_timeline_figure(result: StrategyResult) -> go.Figure:
 
 
 def sweep_figure(reports: list[BenchReport]) -> go.Figure:
-    """Wall time against N for every strategy, with the floor."""
+    """Wall time against N for every strategy, with the floor (max(L + c, N·c) at each N)."""
     fig = go.Figure()
     names = list(dict.fromkeys(r.strategy for rep in reports for r in rep.results))
     for name in names:
@@ -309,8 +312,10 @@ def sweep_figure(reports: list[BenchReport]) -> go.Figure:
     fig.add_scatter(
         x=[r.n for r in reports],
         y=[r.floor_s for r in reports],
+        customdata=[r.framework_cpu_per_crew_ms for r in reports],
         mode="lines",
-        name="floor",
+        name=f"floor {reports[0].floor_rule}" if reports else "floor",
+        hovertemplate="N=%{x}: floor %{y:.2f} s, c = %{customdata:.1f} ms<extra></extra>",
         line={"dash": "dash", "color": "#16a34a"},
     )
     fig.update_layout(

@@ -1,11 +1,13 @@
 """Command line: run a batch from a terminal, or serve the demo model on its own.
 
-python -m crewdash run "topic one" "topic two" [--latency 1.0] [--json out.json]
-python -m crewdash run --n 50 --latency 1.0 --json bench-50.json
-python -m crewdash run "AI agents" --blueprint my_flow --input audience=CTOs --fan-out topic
-python -m crewdash blueprints
-python -m crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
-python -m crewdash demo-llm --port 8001 --profile hosted
+crewdash run "topic one" "topic two" [--latency 1.0] [--json out.json]
+crewdash run --n 50 --latency 1.0 --json bench-50.json
+crewdash run "AI agents" --blueprint my_flow --input audience=CTOs --fan-out topic
+crewdash blueprints
+crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
+crewdash demo-llm --port 8001 --profile hosted
+
+`crewdash` is the installed command; `python -m crewdash` is the same from a checkout.
 """
 
 from __future__ import annotations
@@ -165,9 +167,9 @@ def _bench_llm(args: argparse.Namespace, calls: int) -> LLMSettings:
 
 def print_report(report: BenchReport) -> None:
     print(
-        f"N={report.n} · one call {report.latency_s:.2f} s ({report.profile}) · "
-        f"framework CPU {report.framework_cpu_per_crew_ms:.1f} ms/crew · "
-        f"floor {report.floor_s:.2f} s · sequential "
+        f"N={report.n} · one call L {report.latency_s:.2f} s ({report.profile}) · "
+        f"framework CPU c {report.framework_cpu_per_crew_ms:.1f} ms/crew · "
+        f"floor {report.floor_rule} {report.floor_s:.2f} s · sequential "
         f"{report.sequential_s:.2f} s{'' if report.sequential_measured else ' (estimated)'}"
     )
     header = f"{'strategy':<24}{'wall s':>9}{'speedup':>9}{'floor/wall':>11}{'peak':>6}  errors"
@@ -257,9 +259,9 @@ def cmd_demo_llm(args: argparse.Namespace) -> int:
         server.stop()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m crewdash",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -325,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "crewdash") -> int:
+    """The `crewdash` console script (pyproject.toml) and `python -m crewdash`."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

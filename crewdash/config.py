@@ -13,10 +13,28 @@ from pathlib import Path
 
 from crewdash.settings import default_of, load_settings
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The package itself (what Ray ships to its workers).
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def source_checkout(package_dir: Path) -> Path | None:
+    """The checkout the package runs from (`python -m crewdash`, an editable install), or None
+    for an installed package (a wheel in site-packages)."""
+    root = package_dir.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "crews").is_dir() else None
+
+
+CHECKOUT = source_checkout(PACKAGE_DIR)
+# The built-in blueprints and prices: the checkout's `crews/` and `prices.yaml`, or the copies a
+# wheel carries in `crewdash/builtin/` (pyproject.toml's force-include).
+RESOURCES_DIR = CHECKOUT or PACKAGE_DIR / "builtin"
+# Where the product keeps its files (the SQLite history in `data/`): the checkout, or for an
+# installed package the current directory at start (`DATABASE_URL` moves the history anywhere).
+PROJECT_ROOT = CHECKOUT or Path.cwd()
 # The built-in blueprints (`research`, `timing`): always on the search path, so the warm-up and the
 # benchmarks never depend on a user's folder.
-CREWS_DIR = PROJECT_ROOT / "crews"
+CREWS_DIR = RESOURCES_DIR / "crews"
+PRICES_FILE = RESOURCES_DIR / "prices.yaml"
 
 MAX_TOPICS = 100
 MAX_TOPIC_CHARS = 300

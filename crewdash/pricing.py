@@ -13,11 +13,11 @@ from pathlib import Path
 import yaml
 
 from crewdash.batch import TokenUsage
-from crewdash.config import PROJECT_ROOT
+from crewdash.config import PRICES_FILE
 from crewdash.errors import SettingsError
 from crewdash.settings import load_settings
 
-BUILT_IN = PROJECT_ROOT / "prices.yaml"
+BUILT_IN = PRICES_FILE
 
 
 @dataclass(frozen=True)

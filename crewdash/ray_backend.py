@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from crewdash.batch import Batch, CrewSnapshot, CrewState
-from crewdash.config import PROJECT_ROOT
+from crewdash.config import PACKAGE_DIR
 from crewdash.errors import SettingsError, redact
 from crewdash.execution import EXECUTOR_HEADROOM, CrewJob, Started, freeze_heap, run_crew
 from crewdash.run_context import contained, list_files
@@ -293,7 +293,7 @@ class RayBackend:
                 "logging_level": logging.WARNING,
                 # crewdash's own code goes to the workers; their Python must have the
                 # dependencies (the same image, or the same virtualenv on one machine)
-                "runtime_env": {"py_modules": [str(PROJECT_ROOT / "crewdash")]},
+                "runtime_env": {"py_modules": [str(PACKAGE_DIR)]},
             }
             if settings.address:
                 init["address"] = settings.address

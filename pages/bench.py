@@ -26,8 +26,10 @@ rt = runtime()
 st.title("Benchmark: why async fan-out wins")
 st.write(
     "Runs the same `timing` crew N times with each strategy, one strategy after another, and "
-    "measures wall time. The **floor** is one call's latency plus the framework's own CPU time "
-    "for N crews, measured in the same run against a zero-latency model."
+    "measures wall time. The **floor** is a lower bound on one core: max(L + c, N·c), with L "
+    "one call's latency and c the framework's own CPU time per crew, measured in the same run "
+    "against a zero-latency model. A crew needs its wait and its own CPU (L + c); crews' CPU "
+    "overlaps other crews' waits but not each other (one GIL), so N crews need N·c."
 )
 
 with st.form("bench.form", border=True):
@@ -87,9 +89,9 @@ def render_reports(reports: list[BenchReport], key: str = "live") -> None:
     cols[0].metric(
         "Floor",
         f"{report.floor_s:.2f} s",
-        help="One call's latency + the framework's CPU time for N crews.",
+        help=f"{report.floor_rule}: L one call's latency, c the framework's CPU per crew.",
     )
-    cols[1].metric("Framework CPU per crew", f"{report.framework_cpu_per_crew_ms:.0f} ms")
+    cols[1].metric("Framework CPU per crew (c)", f"{report.framework_cpu_per_crew_ms:.0f} ms")
     cols[2].metric(
         "Sequential",
         f"{report.sequential_s:.2f} s",

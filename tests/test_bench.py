@@ -4,10 +4,13 @@ targets are checked by `python -m crewdash bench`, see README)."""
 import pytest
 
 from crewdash.bench import (
+    FLOOR_RULE,
     STRATEGIES,
     BenchContext,
+    BenchReport,
     Strategy,
     check_n,
+    floor_seconds,
     parse_strategies,
     peak_overlap,
     run_bench,
@@ -35,7 +38,11 @@ def test_every_strategy_runs_and_reports() -> None:
     assert progress[-1] == (1.0, "done")
     assert [f for f, _ in progress] == sorted(f for f, _ in progress)
     data = report.to_json()
-    assert {"n", "floor_s", "results"} <= data.keys()
+    assert {"n", "floor_s", "framework_cpu_per_crew_ms", "floor_rule", "results"} <= data.keys()
+    # the floor is the new lower bound, from the report's own L, N and c (c is rounded to 0.01 ms)
+    c = data["framework_cpu_per_crew_ms"] / 1000
+    assert data["floor_rule"] == FLOOR_RULE == "max(L + c, N·c)"
+    assert data["floor_s"] == pytest.approx(max(0.2 + c, 3 * c), abs=1e-3)
     assert {
         "strategy",
         "wall_s",
@@ -60,6 +67,37 @@ def test_a_failing_strategy_is_reported_and_the_others_still_run(
     assert not broken.ok and broken.errors == ["RuntimeError: strategy broke"]
     assert broken.wall_s is None and broken.speedup_vs_sequential is None
     assert other.ok and not report.sequential_measured
+
+
+def test_the_floor_is_the_larger_of_one_crew_and_all_crews_cpu() -> None:
+    # many crews: their CPU, one at a time on the GIL, is the bound (the model waits overlap it)
+    assert floor_seconds(100, 1.0, 0.03) == pytest.approx(3.0)
+    # few crews: one crew's wait plus its own CPU is
+    assert floor_seconds(20, 1.0, 0.026) == pytest.approx(1.026)
+    assert floor_seconds(1, 0.0, 0.05) == pytest.approx(0.05)
+
+
+def test_a_report_kept_with_the_old_floor_gets_the_new_one() -> None:
+    """Reports saved before `floor_rule` had L + N·c (beaten by the runner at N=100)."""
+    old = {
+        "n": 100,
+        "latency_s": 1.0,
+        "profile": "fixed 1 s",
+        "model": "demo",
+        "framework_cpu_per_crew_ms": 29.46,
+        "floor_s": 3.9457,
+        "sequential_s": 102.9457,
+        "sequential_measured": False,
+        "results": [
+            {"strategy": "crewdash", "n": 100, "latency_s": 1.0, "wall_s": 2.7468,
+             "speedup_vs_sequential": 37.478, "efficiency_vs_floor": 1.436, "ok": True}
+        ],
+    }  # fmt: skip
+    report = BenchReport.from_json(old)
+    assert report.floor_s == pytest.approx(2.946) and report.floor_rule == FLOOR_RULE
+    assert report.results[0].efficiency_vs_floor == pytest.approx(2.946 / 2.7468, abs=1e-3)
+    again = BenchReport.from_json(report.to_json(with_spans=True))  # a new report: kept as it is
+    assert again.to_json() == report.to_json()
 
 
 def test_sweep_measures_each_n() -> None:

@@ -1,7 +1,18 @@
 from dataclasses import replace
 
+import pytest
+
 from crewdash.batch import Batch, TokenUsage
-from crewdash.charts import crew_label, latency_figure, status_table, timeline_figure
+from crewdash.bench import BenchReport, StrategyResult, floor_seconds
+from crewdash.charts import (
+    bench_bar_figure,
+    bench_table,
+    crew_label,
+    latency_figure,
+    status_table,
+    sweep_figure,
+    timeline_figure,
+)
 
 
 def sample() -> Batch:
@@ -80,3 +91,22 @@ def test_flow_steps_and_tasks_are_bars_around_their_llm_calls() -> None:
     assert bars["Flow step"].width > bars["task"].width > bars["LLM call"].width
     assert bars["task"].text[0] == "task explain" and abs(bars["task"].x[0] - 0.7) < 1e-6
     assert list(status_table(batch.snapshot())["LLM calls"]) == [1]
+
+
+def bench_report(n: int, cpu_ms: float, wall: float) -> BenchReport:
+    floor = floor_seconds(n, 1.0, cpu_ms / 1000)
+    row = StrategyResult("crewdash", n, 1.0, wall_s=wall, efficiency_vs_floor=floor / wall)
+    return BenchReport(n, 1.0, "fixed 1 s", "demo", cpu_ms, floor, n * 1.03, False, [row])
+
+
+def test_bench_charts_show_the_floor_as_max_of_one_crew_and_all_crews_cpu() -> None:
+    report = bench_report(100, 30.0, 3.2)
+    (line,) = bench_bar_figure(report, "wall_s").layout.shapes
+    assert line.y0 == pytest.approx(3.0)  # N·c, not L + N·c
+    (note,) = bench_bar_figure(report, "wall_s").layout.annotations
+    assert note.text == "floor max(L + c, N·c) = 3.00 s (c = 30.0 ms)"
+    assert bench_table(report)["Floor / wall"][0] == pytest.approx(3.0 / 3.2)
+    sweep = sweep_figure([bench_report(1, 30.0, 1.1), bench_report(100, 30.0, 3.2)])
+    floor = next(t for t in sweep.data if t.name.startswith("floor"))
+    assert floor.name == "floor max(L + c, N·c)"
+    assert list(floor.y) == pytest.approx([1.03, 3.0]) and list(floor.customdata) == [30.0, 30.0]
