@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from crewdash.batch import CrewState
-from crewdash.bench import Progress
 from crewdash.blueprints import builtin_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from crewdash.errors import SettingsError
 from crewdash.execution import Backend
+from crewdash.jobs import Progress
 from crewdash.llm import LLMSettings
 from crewdash.runner import Runner, RunSettings
 from crewdash.runtime import warm_up

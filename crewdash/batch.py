@@ -152,17 +152,6 @@ class BatchSnapshot:
     model: str = ""  # the model's name, for pricing
     kind: str = "yaml"  # the blueprint's kind: yaml, crew, json_crew, flow or flow_yaml
 
-    def crew_cost(self, crew: CrewSnapshot) -> float | None:
-        """US dollars for one crew at today's prices; None if the model has no price."""
-        from crewdash.pricing import cost
-
-        return cost(self.model, crew.tokens)
-
-    @property
-    def cost(self) -> float | None:
-        costs = [self.crew_cost(c) for c in self.crews]
-        return None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
-
     @property
     def done(self) -> bool:
         return all(c.state.final for c in self.crews)

@@ -16,8 +16,8 @@ import gc
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from crewai import Crew
@@ -31,23 +31,25 @@ from crewai.events import (
 from crewai.events.event_bus import CrewAIEventsBus
 
 from crewdash.batch import CrewState
+from crewdash.bench_report import (
+    STRATEGY_INFO,
+    BenchReport,
+    CallSpan,
+    StrategyResult,
+    floor_seconds,
+    peak_overlap,
+)
 from crewdash.blueprints import Blueprint, builtin_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from crewdash.errors import SettingsError, describe_error
 from crewdash.events import one_per_process
 from crewdash.execution import freeze_heap
+from crewdash.jobs import Progress
 from crewdash.llm import LLMSettings, build_llm
 from crewdash.runner import Runner, RunSettings
 from crewdash.store import Store
 
 MAX_N = 200
-Progress = Callable[[float, str], None]
-FLOOR_RULE = "max(L + c, N·c)"
-
-
-def floor_seconds(n: int, latency_s: float, cpu_per_crew_s: float) -> float:
-    """The lower bound on N crews' wall time on one core, see `FLOOR_RULE` and the module doc."""
-    return max(latency_s + cpu_per_crew_s, n * cpu_per_crew_s)
 
 
 @dataclass(frozen=True)
@@ -58,86 +60,7 @@ class Strategy:
     run: Callable[[BenchContext, int], float | None]  # may return its own wall time
 
 
-@dataclass(frozen=True)
-class CallSpan:
-    """One LLM call seen on the event bus, in seconds from the strategy's start."""
-
-    start: float
-    end: float
-    error: bool = False
-
-
-@dataclass
-class StrategyResult:
-    strategy: str
-    n: int
-    latency_s: float
-    wall_s: float | None = None
-    speedup_vs_sequential: float | None = None
-    efficiency_vs_floor: float | None = None
-    peak_concurrency: int = 0
-    llm_calls: int = 0
-    errors: list[str] = field(default_factory=list)
-    spans: list[CallSpan] = field(default_factory=list)
-    loop_lag_ms: dict[str, float] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors and self.wall_s is not None
-
-    def to_json(self, with_spans: bool = False) -> dict[str, Any]:
-        data = asdict(self)
-        data["ok"] = self.ok
-        if not with_spans:
-            data.pop("spans")
-        return data
-
-
-@dataclass
-class BenchReport:
-    n: int
-    latency_s: float
-    profile: str
-    model: str
-    framework_cpu_per_crew_ms: float
-    floor_s: float
-    sequential_s: float
-    sequential_measured: bool
-    results: list[StrategyResult]
-    floor_rule: str = FLOOR_RULE
-
-    def result(self, strategy: str) -> StrategyResult | None:
-        return next((r for r in self.results if r.strategy == strategy), None)
-
-    def to_json(self, with_spans: bool = False) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "results"}
-        data["results"] = [r.to_json(with_spans) for r in self.results]
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BenchReport:
-        """The inverse of `to_json(with_spans=True)` (as kept in the history). A report saved
-        before `floor_rule` existed had the floor L + N·c, which runs could beat: its floor is
-        worked out again from its own L, N and c."""
-        results = []
-        for raw in data["results"]:
-            fields = {k: v for k, v in raw.items() if k not in ("ok", "spans")}
-            spans = [CallSpan(**s) for s in raw.get("spans", [])]
-            results.append(StrategyResult(**fields, spans=spans))
-        head = {k: v for k, v in data.items() if k != "results"}
-        report = cls(**head, results=results)
-        if "floor_rule" not in data:
-            report.floor_s = round(
-                floor_seconds(report.n, report.latency_s, report.framework_cpu_per_crew_ms / 1000),
-                4,
-            )
-            for r in report.results:
-                if r.wall_s:
-                    r.efficiency_vs_floor = round(report.floor_s / r.wall_s, 3)
-        return report
-
-
-class _CallRecorder(BaseEventListener):
+class CallRecorder(BaseEventListener):
     """Records every LLM call on the bus while a strategy is being measured."""
 
     def __init__(self) -> None:
@@ -180,18 +103,9 @@ class _CallRecorder(BaseEventListener):
             self._mark(event.call_id, 2, True)
 
 
-def _call_recorder() -> _CallRecorder:
-    return one_per_process(_CallRecorder)
-
-
-def peak_overlap(intervals: Iterable[tuple[float, float]]) -> int:
-    """The most intervals open at one instant (an end and a start at the same time don't meet)."""
-    edges = sorted((t, step) for start, end in intervals for t, step in ((start, 1), (end, -1)))
-    level = peak = 0
-    for _, step in edges:
-        level += step
-        peak = max(peak, level)
-    return peak
+def call_recorder() -> CallRecorder:
+    """The process's one recorder (listeners on the bus are never removed, so one is kept)."""
+    return one_per_process(CallRecorder)
 
 
 @dataclass
@@ -302,53 +216,19 @@ def _crewdash(ctx: BenchContext, n: int, lag: dict[str, Any] | None = None) -> f
         runner.close()
 
 
-STRATEGIES: dict[str, Strategy] = {
-    s.name: s
-    for s in (
-        Strategy("sequential", "sequential kickoff", "for c in crews: c.kickoff()", _sequential),
-        Strategy(
-            "kickoff_for_each",
-            "kickoff_for_each (sync)",
-            "crew.kickoff_for_each(inputs)",
-            _kickoff_for_each,
-        ),
-        Strategy(
-            "gather_kickoff_async",
-            "gather(kickoff_async)",
-            "await asyncio.gather(*(c.kickoff_async() for c in crews))",
-            lambda ctx, n: _gather(ctx, n, native=False),
-        ),
-        Strategy(
-            "kickoff_for_each_async",
-            "kickoff_for_each_async",
-            "await crew.kickoff_for_each_async(inputs)",
-            lambda ctx, n: _for_each_async(ctx, n, native=False),
-        ),
-        Strategy(
-            "gather_akickoff",
-            "gather(akickoff)",
-            "await asyncio.gather(*(c.akickoff() for c in crews))",
-            lambda ctx, n: _gather(ctx, n, native=True),
-        ),
-        Strategy(
-            "akickoff_for_each",
-            "akickoff_for_each",
-            "await crew.akickoff_for_each(inputs)",
-            lambda ctx, n: _for_each_async(ctx, n, native=True),
-        ),
-        Strategy(
-            "crewdash",
-            "crewdash runner",
-            "runner.submit(blueprint, topics)  # executor sized to the limit",
-            _crewdash,
-        ),
-    )
+_RUNS: dict[str, Callable[[BenchContext, int], float | None]] = {
+    "sequential": _sequential,
+    "kickoff_for_each": _kickoff_for_each,
+    "gather_kickoff_async": lambda ctx, n: _gather(ctx, n, native=False),
+    "kickoff_for_each_async": lambda ctx, n: _for_each_async(ctx, n, native=False),
+    "gather_akickoff": lambda ctx, n: _gather(ctx, n, native=True),
+    "akickoff_for_each": lambda ctx, n: _for_each_async(ctx, n, native=True),
+    "crewdash": _crewdash,
 }
-
-
-def strategy_label(name: str) -> str:
-    """How pages and charts name a strategy (a name from an old saved run stays as it is)."""
-    return STRATEGIES[name].label if name in STRATEGIES else name
+STRATEGIES: dict[str, Strategy] = {
+    name: Strategy(info.name, info.label, info.code, _RUNS[name])
+    for name, info in STRATEGY_INFO.items()
+}
 
 
 def parse_strategies(spec: str | Sequence[str]) -> list[str]:
@@ -372,7 +252,7 @@ def check_n(n: int) -> int:
 
 
 def _measure(strategy: Strategy, ctx: BenchContext, n: int, latency: float) -> StrategyResult:
-    recorder = _call_recorder()
+    recorder = call_recorder()
     result = StrategyResult(strategy=strategy.name, n=n, latency_s=latency)
     lag: dict[str, Any] | None = {} if strategy.name == "crewdash" else None
     outcome: list[BaseException] = []

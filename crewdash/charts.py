@@ -12,7 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState
-from crewdash.bench import STRATEGIES, BenchReport, StrategyResult, strategy_label
+from crewdash.bench_report import BenchReport, StrategyResult, strategy_code, strategy_label
+from crewdash.pricing import batch_cost, crew_cost
 
 STATE_COLORS = {
     CrewState.QUEUED: "#b0b7c3",
@@ -65,7 +66,7 @@ def status_table(snap: BatchSnapshot) -> pd.DataFrame:
                 else (crew.finished_at or now) - crew.started_at,
                 "LLM calls": len(llm_calls),
                 "Tokens": crew.tokens.total,
-                "Cost ($)": snap.crew_cost(crew),
+                "Cost ($)": crew_cost(snap, crew),
             }
         )
     return pd.DataFrame(rows)
@@ -145,7 +146,7 @@ def timeline_figure(snap: BatchSnapshot) -> go.Figure:
 def tokens_figure(snap: BatchSnapshot) -> go.Figure:
     """Prompt and completion tokens per crew, stacked, with each crew's cost on hover."""
     labels = [crew_label(c, 20) for c in snap.crews]
-    costs = [snap.crew_cost(c) for c in snap.crews]
+    costs = [crew_cost(snap, c) for c in snap.crews]
     hover = [f"${c:.6f}" if c is not None else "no price for this model" for c in costs]
     fig = go.Figure()
     fig.add_bar(
@@ -164,7 +165,7 @@ def tokens_figure(snap: BatchSnapshot) -> go.Figure:
         customdata=hover,
         hovertemplate="%{x}<br>%{y} completion tokens<br>%{customdata}<extra></extra>",
     )
-    total = snap.cost
+    total = batch_cost(snap)
     fig.update_layout(
         barmode="stack",
         height=360,
@@ -227,7 +228,7 @@ def bench_table(report: BenchReport) -> pd.DataFrame:
         [
             {
                 "Strategy": strategy_label(r.strategy),
-                "Code": STRATEGIES[r.strategy].code if r.strategy in STRATEGIES else "",
+                "Code": strategy_code(r.strategy),
                 "Wall (s)": r.wall_s,
                 "Speedup vs sequential": r.speedup_vs_sequential,
                 "Floor / wall": r.efficiency_vs_floor,

@@ -24,7 +24,8 @@ from typing import Any, cast
 from crewdash.backend_bench import MAX_N as BACKENDS_MAX_N
 from crewdash.backend_bench import compare_backends, parse_backends
 from crewdash.batch import BatchSnapshot
-from crewdash.bench import MAX_N, STRATEGIES, BenchReport, check_n, parse_strategies, run_sweep
+from crewdash.bench import MAX_N, check_n, parse_strategies, run_sweep
+from crewdash.bench_report import STRATEGY_INFO, BenchReport
 from crewdash.blueprints import describe_blueprints, load_blueprint
 from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL, outputs_dir
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
@@ -299,7 +300,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     bench.add_argument("--n", type=int, default=20, help=f"crews per strategy (1-{MAX_N})")
     bench.add_argument("--sweep", help="several N, comma-separated: wall time against N")
     bench.add_argument(
-        "--strategies", default="all", help=f"all, or some of: {', '.join(STRATEGIES)}"
+        "--strategies", default="all", help=f"all, or some of: {', '.join(STRATEGY_INFO)}"
     )
     bench.add_argument("--provider", default="demo", choices=PROVIDERS)
     bench.add_argument("--model", help="model name for a real provider")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from crewdash.batch import BatchSnapshot
 from crewdash.errors import CrewdashError
+from crewdash.pricing import batch_cost, crew_cost
 from crewdash.wire import BatchDetail
 
 ExportFormat = Literal["csv", "json", "md"]
@@ -110,7 +111,7 @@ def to_csv(snap: BatchSnapshot) -> str:
                 c.tokens.prompt,
                 c.tokens.completion,
                 c.tokens.total,
-                _fixed(snap.crew_cost(c), 8),
+                _fixed(crew_cost(snap, c), 8),
                 json.dumps(dict(c.inputs), ensure_ascii=False) if c.inputs else None,
                 json.dumps(
                     [{"name": t.name, "output": t.output} for t in c.tasks], ensure_ascii=False
@@ -138,7 +139,7 @@ def to_markdown(snap: BatchSnapshot) -> str:
         f"- Submitted: {_iso(snap.created_at)}",
         f"- Crews: {len(snap.crews)} · wall {snap.wall_s:.2f} s · sum of crew times "
         f"{snap.sum_crew_s:.2f} s · speedup {snap.speedup:.1f}× · tokens {snap.tokens.total}"
-        + ("" if snap.cost is None else f" · cost ${snap.cost:.4f}"),
+        + ("" if (total := batch_cost(snap)) is None else f" · cost ${total:.4f}"),
         "",
         "## Latency",
         "",

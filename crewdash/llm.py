@@ -174,6 +174,21 @@ class _SyncClients:
 
 _shared = _SyncClients()
 
+# CrewAI's private slot for an OpenAI-backed `LLM`'s sync client. Nothing else in crewdash names
+# it: these two functions are the only readers and writers, and tests/test_llm.py fails loudly
+# if a CrewAI upgrade renames the slot or stops using what we put there.
+_CREWAI_CLIENT_SLOT = "_client"
+
+
+def sync_client_slot(llm: LLM) -> tuple[bool, OpenAI | None]:
+    """Whether `llm` has CrewAI's sync-client slot, and what is in it."""
+    return hasattr(llm, _CREWAI_CLIENT_SLOT), getattr(llm, _CREWAI_CLIENT_SLOT, None)
+
+
+def set_sync_client(llm: LLM, client: OpenAI) -> None:
+    """Make `llm` send its sync calls through `client` (the one write into CrewAI's slot)."""
+    setattr(llm, _CREWAI_CLIENT_SLOT, client)
+
 
 def _openai_llm(
     model: str, base_url: str | None, api_key: str | None, rpm: int | None = None, **kwargs: Any
@@ -185,8 +200,8 @@ def _openai_llm(
     # No SDK retries on the async client CrewAI may build itself: they would multiply ours.
     llm = LLM(model=f"openai/{model}", base_url=url, max_retries=0, **kwargs)
     llm.api_key = api_key
-    if getattr(llm, "_client", "missing") is None:
-        llm._client = _shared.get(url, api_key, float(kwargs.get("timeout") or 600), rpm)
+    if sync_client_slot(llm) == (True, None):
+        set_sync_client(llm, _shared.get(url, api_key, float(kwargs.get("timeout") or 600), rpm))
     return llm
 
 
@@ -299,12 +314,12 @@ def check_connection(
     started = time.perf_counter()
     try:
         llm = build_llm(quick, demo_base_url)
-        shared = getattr(llm, "_client", None)
+        _, shared = sync_client_slot(llm)
         if shared is not None:  # one try, no retries: quick feedback
             single = OpenAI(
                 api_key=shared.api_key, base_url=shared.base_url, timeout=timeout_s, max_retries=0
             )
-            setattr(llm, "_client", single)  # noqa: B010 - CrewAI's private client slot
+            set_sync_client(llm, single)
         reply = llm.call("Reply with exactly: pong")
     except Exception as exc:  # noqa: BLE001 - shown to the user in plain words
         return ConnectionCheck(False, time.perf_counter() - started, error=plain_error(exc, quick))

@@ -20,15 +20,14 @@ from crewai.events import LLMCallStartedEvent, crewai_event_bus
 
 from crewdash import locks
 from crewdash.batch import CrewState
-from crewdash.bench import BenchContext, CallSpan, _call_recorder, peak_overlap
+from crewdash.bench import BenchContext, call_recorder
+from crewdash.bench_report import CallSpan, peak_overlap
 from crewdash.blueprints import builtin_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from crewdash.errors import describe_error
+from crewdash.jobs import Progress
 from crewdash.llm import LLMSettings, build_llm
 from crewdash.runner import Runner, RunSettings
-
-Progress = Callable[[float, str], None]
-
 
 TITLES = {
     "shared_agent": "One Agent shared by concurrent crews",
@@ -71,7 +70,7 @@ class _Timed:
 
 def _timed(work: Callable[[], Any]) -> _Timed:
     """Run `work` on a fresh thread (so it gets its own loop and default executor), timed."""
-    recorder = _call_recorder()
+    recorder = call_recorder()
     box: dict[str, Any] = {}
 
     def target() -> None:

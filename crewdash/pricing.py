@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from crewdash.batch import TokenUsage
+from crewdash.batch import BatchSnapshot, CrewSnapshot, TokenUsage
 from crewdash.config import PRICES_FILE
 from crewdash.errors import SettingsError
 from crewdash.settings import load_settings
@@ -71,3 +71,14 @@ def price_for(model: str) -> Price | None:
 def cost(model: str, tokens: TokenUsage) -> float | None:
     price = price_for(model)
     return None if price is None else price.cost(tokens)
+
+
+def crew_cost(batch: BatchSnapshot, crew: CrewSnapshot) -> float | None:
+    """US dollars for one crew of `batch` at today's prices; None if the model has no price."""
+    return cost(batch.model, crew.tokens)
+
+
+def batch_cost(batch: BatchSnapshot) -> float | None:
+    """US dollars for every crew of `batch`; None if the model has no price."""
+    costs = [crew_cost(batch, c) for c in batch.crews]
+    return None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)

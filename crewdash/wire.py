@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from crewdash.batch import BatchState, CrewState, batch_state, topics_preview
+from crewdash.pricing import batch_cost, crew_cost
 
 if TYPE_CHECKING:
     from crewdash.batch import BatchSnapshot, CrewSnapshot, Span, TaskResult, TokenUsage
@@ -119,7 +120,7 @@ class CrewDetail(WireModel):
             tasks=[TaskInfo.from_task(t) for t in crew.tasks],
             files=list(crew.files),
             duration_s=crew.duration,
-            cost_usd=batch.crew_cost(crew),
+            cost_usd=crew_cost(batch, crew),
         )
 
 
@@ -167,7 +168,7 @@ class BatchDetail(WireModel):
             sum_crew_s=snap.sum_crew_s,
             speedup=snap.speedup,
             tokens=Tokens.from_usage(snap.tokens),
-            cost_usd=snap.cost,
+            cost_usd=batch_cost(snap),
         )
 
 

@@ -6,7 +6,8 @@ from datetime import datetime
 
 import streamlit as st
 
-from crewdash.bench import MAX_N, STRATEGIES, BenchReport, check_n, run_and_keep, strategy_label
+from crewdash.bench import MAX_N, check_n, run_and_keep
+from crewdash.bench_report import STRATEGY_INFO, BenchReport, strategy_label
 from crewdash.charts import bench_bar_figure, bench_table, bench_timeline_figure, sweep_figure
 from crewdash.demo_llm import LatencyProfile
 from crewdash.errors import CrewdashError
@@ -41,9 +42,9 @@ with st.form("bench.form", border=True):
     latency = left.number_input("Fixed latency (s)", 0.0, 30.0, 1.0, 0.1, key="bench.latency")
     strategies = right.multiselect(
         "Strategies",
-        list(STRATEGIES),
-        default=list(STRATEGIES),
-        format_func=lambda s: STRATEGIES[s].label,
+        list(STRATEGY_INFO),
+        default=list(STRATEGY_INFO),
+        format_func=lambda s: STRATEGY_INFO[s].label,
         key="bench.strategies",
     )
     sweep = right.text_input(

@@ -4,18 +4,15 @@ targets are checked by `python -m crewdash bench`, see README)."""
 import pytest
 
 from crewdash.bench import (
-    FLOOR_RULE,
     STRATEGIES,
     BenchContext,
-    BenchReport,
     Strategy,
     check_n,
-    floor_seconds,
     parse_strategies,
-    peak_overlap,
     run_bench,
     run_sweep,
 )
+from crewdash.bench_report import FLOOR_RULE, BenchReport, floor_seconds, peak_overlap
 from crewdash.demo_llm import LatencyProfile
 from crewdash.errors import SettingsError
 
@@ -125,7 +122,7 @@ def test_peak_overlap() -> None:
 
 
 def test_reports_are_kept_in_the_history_and_come_back_whole(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from crewdash.bench import BenchReport, run_and_keep
+    from crewdash.bench import run_and_keep
     from crewdash.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'h.db'}")

@@ -3,7 +3,7 @@ from dataclasses import replace
 import pytest
 
 from crewdash.batch import Batch, TokenUsage
-from crewdash.bench import BenchReport, StrategyResult, floor_seconds
+from crewdash.bench_report import BenchReport, StrategyResult, floor_seconds
 from crewdash.charts import (
     bench_bar_figure,
     bench_table,

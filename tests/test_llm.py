@@ -145,3 +145,35 @@ def test_call_timeout_and_retry_budget_come_from_the_environment(
 def test_unusable_timeouts_and_budgets_are_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         LLMSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_crewai_still_has_the_client_slot_we_write_and_uses_what_we_put_there(
+    demo_server,  # type: ignore[no-untyped-def]
+) -> None:
+    """CrewAI's private `_client` slot is the one thing crewdash writes inside CrewAI: if an
+    upgrade renames it or stops reading it, this fails instead of the sharing silently ending."""
+    import httpx
+    from crewai import LLM
+    from openai import OpenAI
+
+    from crewdash.llm import set_sync_client, sync_client_slot
+
+    fresh = LLM(model="openai/demo", base_url=demo_server.base_url, max_retries=0)
+    fresh.api_key = "k"
+    assert sync_client_slot(fresh) == (True, None), "CrewAI renamed or pre-fills its client slot"
+
+    seen: list[str] = []
+    client = OpenAI(
+        api_key="k",
+        base_url=demo_server.base_url,
+        max_retries=0,
+        http_client=httpx.Client(event_hooks={"request": [lambda r: seen.append(str(r.url))]}),
+    )
+    with client:
+        set_sync_client(fresh, client)
+        assert fresh.call("Reply with exactly: pong")
+    assert seen and seen[0].startswith(demo_server.base_url), "CrewAI ignored our client"
+
+    built = build_llm(LLMSettings(), demo_server.base_url)
+    has_slot, shared = sync_client_slot(built)
+    assert has_slot and shared is not None  # build_llm filled it with the shared client

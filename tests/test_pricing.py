@@ -5,7 +5,7 @@ import pytest
 from crewdash.batch import Batch, TokenUsage
 from crewdash.errors import SettingsError
 from crewdash.exports import export
-from crewdash.pricing import Price, cost, price_for, prices
+from crewdash.pricing import Price, batch_cost, cost, crew_cost, price_for, prices
 
 
 def test_built_in_prices_cover_common_models() -> None:
@@ -48,9 +48,9 @@ def test_batch_cost_per_crew_and_in_exports() -> None:
         batch.mark_running(run_id)
         batch.mark_succeeded(run_id, "ok", TokenUsage(1000, 500, 1500))
     snap = batch.snapshot()
-    assert snap.crew_cost(snap.crews[0]) == pytest.approx(0.00045)
-    assert snap.cost == pytest.approx(0.0009)
+    assert crew_cost(snap, snap.crews[0]) == pytest.approx(0.00045)
+    assert batch_cost(snap) == pytest.approx(0.0009)
     assert "0.00045000" in export(snap, "csv")
     assert "cost $0.0009" in export(snap, "md")
     unknown = Batch("c", "r", ["a"], model_label="x", max_concurrency=1, model="mystery")
-    assert unknown.snapshot().cost is None
+    assert batch_cost(unknown.snapshot()) is None

@@ -17,6 +17,7 @@ from crewdash.charts import (
 )
 from crewdash.config import outputs_dir
 from crewdash.exports import FORMATS, export
+from crewdash.pricing import batch_cost
 from crewdash.run_context import crew_file
 
 REFRESH_SECONDS = 0.75
@@ -42,7 +43,7 @@ def render_headline(snap: BatchSnapshot) -> None:
     )
     cols[3].metric("Speedup", f"{snap.speedup:.1f}×", help="Sum of crew times ÷ wall time.")
     cols[4].metric("Tokens", f"{snap.tokens.total:,}")
-    cost = snap.cost
+    cost = batch_cost(snap)
     cols[5].metric(
         "Cost",
         "n/a" if cost is None else f"${cost:.4f}",
