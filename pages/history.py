@@ -13,6 +13,7 @@ from crewdash.errors import CrewdashError, UnknownBatchError
 from crewdash.projects import KIND_LABELS
 from crewdash.store import BatchSummary
 from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads, render_headline
+from ui.polling import poll_until_done
 from ui.session import require_login, run_settings, runtime
 
 require_login()
@@ -127,17 +128,12 @@ if len(chosen) == 1:
     batch_id = chosen[0]
     first = load(batch_id)
     if first is not None:
-        polling = not first.done
 
-        @st.fragment(run_every=REFRESH_SECONDS if polling else None)
-        def live() -> None:
-            snap = rt.snapshot(batch_id)
+        def draw(snap: BatchSnapshot) -> None:
             render_batch(snap)
             downloads(snap)
-            if polling and snap.done:
-                st.rerun()
 
-        live()
+        poll_until_done(first, lambda: rt.snapshot(batch_id), draw, every_s=REFRESH_SECONDS)
 elif len(chosen) == 2:
     snaps = [load(b) for b in chosen]
     if all(snaps):

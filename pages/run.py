@@ -11,6 +11,7 @@ from crewdash.errors import BlueprintError, CrewdashError, UnknownBatchError
 from crewdash.projects import KIND_LABELS
 from crewdash.topics import parse_topics
 from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads
+from ui.polling import poll_until_done
 from ui.session import require_login, run_settings, runtime, state
 
 require_login()
@@ -150,18 +151,13 @@ if batch_id:
         st.stop()
     for note in first.notes:
         st.info(note, icon=":material/info:")
-    polling = not first.done
 
-    @st.fragment(run_every=REFRESH_SECONDS if polling else None)
-    def live_batch() -> None:
-        snap = runtime().snapshot(batch_id)
+    def draw(snap: BatchSnapshot) -> None:
         if not snap.done:
             render_cancel(snap)
             render_queue(snap)
         render_batch(snap)
         if snap.done:
             render_downloads(snap, "run")
-        if polling and snap.done:
-            st.rerun()  # redraw once without the timer, so polling stops
 
-    live_batch()
+    poll_until_done(first, lambda: runtime().snapshot(batch_id), draw, every_s=REFRESH_SECONDS)

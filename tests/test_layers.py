@@ -55,3 +55,14 @@ def test_no_module_imports_a_private_name_of_another() -> None:
         and not name.startswith("__")
     ]
     assert offenders == []
+
+
+def test_only_ui_polling_polls_in_a_fragment() -> None:
+    """One "poll in a fragment until done" loop (ui/polling.py), not a copy per page."""
+    app = CORE.parent
+    polling = [
+        str(path.relative_to(app))
+        for path in sorted([*app.glob("ui/*.py"), *app.glob("pages/*.py"), app / "app.py"])
+        if "run_every" in path.read_text(encoding="utf-8")
+    ]
+    assert polling == ["ui/polling.py"]

@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from crewdash.jobs import JobRunner, JobSnapshot, JobState
+from ui.polling import poll_until_done
 
 
 def render_live_job(
@@ -18,21 +19,14 @@ def render_live_job(
     job = jobs.get(job_id) if job_id else None
     if job is None:
         return None
-    polling = not job.done
 
-    @st.fragment(run_every=1.0 if polling else None)
-    def live_job() -> None:
-        current = jobs.get(job.job_id)
-        if current is None:
-            return
+    def draw(current: JobSnapshot) -> None:
         if current.state is JobState.RUNNING:
             st.progress(current.progress, text=f"{current.title}: {current.message}")
         elif current.state is JobState.FAILED:
             st.error(f"The {what} failed: {current.error}", icon=":material/error:")
         else:
             render_result(current.result)
-        if polling and current.done:
-            st.rerun()  # once more without the timer, so polling stops
 
-    live_job()
+    poll_until_done(job, lambda: jobs.get(job.job_id), draw, every_s=1.0)
     return job
