@@ -22,9 +22,10 @@ from crewdash.jobs import Progress
 from crewdash.llm import LLMSettings
 from crewdash.runner import Runner, RunSettings
 from crewdash.runtime import warm_up
+from crewdash.settings import RUNNERS
 
 MAX_N = 1000
-BACKENDS = ("local", "ray")
+BACKENDS = RUNNERS
 
 
 @dataclass(frozen=True)

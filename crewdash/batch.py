@@ -337,9 +337,11 @@ class Batch:
             self._version += 1
 
     def mark_succeeded(self, run_id: str, result: str, tokens: TokenUsage | None) -> None:
+        """Test hook: end a crew in one call (the runner builds `ending`s and calls `end`)."""
         self.end(self.ending(run_id, CrewState.SUCCEEDED, result=result, tokens=tokens))
 
     def mark_failed(self, run_id: str, error: str, state: CrewState = CrewState.FAILED) -> None:
+        """Test hook: end a crew with an error in one call (see `mark_succeeded`)."""
         self.end(self.ending(run_id, state, error=error))
 
     def note_step(self, run_id: str, step: str) -> None:

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, get_args
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -28,9 +28,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from crewdash.config import DEMO_MODEL_NAME
+from crewdash.settings import DemoProfile
 
-ProfileKind = Literal["fixed", "hosted", "slow"]
-PROFILE_KINDS: tuple[ProfileKind, ...] = ("fixed", "hosted", "slow")
+ProfileKind = DemoProfile
+PROFILE_KINDS: tuple[ProfileKind, ...] = get_args(DemoProfile)
+PROFILE_LABELS: dict[str, str] = {
+    "fixed": "Fixed latency",
+    "hosted": "Hosted-API-like (1–3 s, long tail)",
+    "slow": "Slow (~6 s)",
+}
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _REPLY_EXACTLY = re.compile(r"Reply with exactly:\s*(.+)")

@@ -6,7 +6,11 @@ CrewdashError
 ├── SettingsError     a provider/model/limit setting is unusable
 ├── RetryBudgetSpent  a crew's model calls failed until its retry budget ran out
 ├── UnknownBatchError a batch id the runner does not know
-└── BatchElsewhereError a batch another live server runs; only that one can stop it
+├── BatchElsewhereError a batch another live server runs; only that one can stop it
+├── StoreError        the database cannot be reached or used (names DATABASE_URL)
+├── ShuttingDownError the runner no longer admits batches
+├── JobBusyError      another measurement (benchmark, pitfall demo) is running
+└── ExportFormatError an export format crewdash does not produce
 """
 
 from __future__ import annotations
@@ -43,6 +47,22 @@ class UnknownBatchError(CrewdashError, KeyError):
 
 class BatchElsewhereError(CrewdashError):
     """The batch belongs to another server process that is still alive."""
+
+
+class ExportFormatError(CrewdashError, ValueError):
+    """An export format crewdash does not produce."""
+
+
+class JobBusyError(CrewdashError):
+    """Another measurement is running in this process."""
+
+
+class ShuttingDownError(CrewdashError):
+    """The runner no longer admits batches."""
+
+
+class StoreError(CrewdashError):
+    """The database cannot be reached or used; the message names the setting."""
 
 
 def redact(text: str, secrets: Sequence[str | None] = ()) -> str:

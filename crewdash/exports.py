@@ -11,23 +11,18 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from crewdash.batch import BatchSnapshot
-from crewdash.errors import CrewdashError
+from crewdash.errors import ExportFormatError
 from crewdash.pricing import batch_cost, crew_cost
 from crewdash.wire import BatchDetail
 
-ExportFormat = Literal["csv", "json", "md"]
 FORMATS: dict[str, tuple[str, str]] = {
     "csv": ("text/csv", "csv"),
     "json": ("application/json", "json"),
     "md": ("text/markdown", "md"),
 }
-
-
-class ExportFormatError(CrewdashError, ValueError):
-    """An export format crewdash does not produce."""
 
 
 # OWASP "CSV injection": a cell starting with one of these is a formula to Excel, LibreOffice and

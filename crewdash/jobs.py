@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from crewdash.errors import CrewdashError, describe_error
+from crewdash.errors import JobBusyError, describe_error
 
 Progress = Callable[[float, str], None]
 Work = Callable[[Progress], Any]
@@ -41,10 +41,6 @@ class JobSnapshot:
     @property
     def done(self) -> bool:
         return self.state is not JobState.RUNNING
-
-
-class JobBusyError(CrewdashError):
-    """Another measurement is running in this process."""
 
 
 class JobRunner:

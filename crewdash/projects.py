@@ -52,7 +52,6 @@ from crewdash.llm import LLMSettings
 from crewdash.run_context import install, run_llm
 
 PROJECT_FILE = "pyproject.toml"
-KINDS = ("crew", "json_crew", "flow", "flow_yaml")
 KIND_LABELS = {
     "yaml": "YAML crew",
     "crew": "crew project",

@@ -128,7 +128,8 @@ def call_timeout(per_call_s: float, crew_timeout_s: float | None) -> float:
 
 
 class RateLimiter:
-    """At most `per_minute` request starts per sliding minute, across all threads."""
+    """Request starts spaced evenly, `60 / per_minute` seconds apart, across all threads (no
+    bursts: a steady pace, not a sliding window)."""
 
     def __init__(self, per_minute: int) -> None:
         if per_minute < 1:

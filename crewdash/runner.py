@@ -29,7 +29,12 @@ from crewdash.admission import Admission, Ticket
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState
 from crewdash.blueprints import BaseBlueprint, load_blueprint
 from crewdash.config import DEFAULT_MAX_CONCURRENCY, outputs_dir
-from crewdash.errors import CrewdashError, SettingsError, UnknownBatchError, describe_error
+from crewdash.errors import (
+    SettingsError,
+    ShuttingDownError,
+    UnknownBatchError,
+    describe_error,
+)
 from crewdash.execution import (
     EXECUTOR_HEADROOM,
     Backend,
@@ -63,10 +68,6 @@ class RunSettings:
 
 
 CrewFactory = Callable[[BaseBlueprint, str, RunSettings], Crew]
-
-
-class ShuttingDownError(CrewdashError):
-    """The runner no longer admits batches."""
 
 
 def _unstarted(task: asyncio.Task[None]) -> bool:

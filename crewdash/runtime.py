@@ -19,7 +19,7 @@ from crewdash.config import (
     quiet_crewai_logs,
     silence_telemetry,
 )
-from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, FailureRates, LatencyProfile
+from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
 from crewdash.errors import SettingsError, UnknownBatchError, describe_error
 from crewdash.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
 from crewdash.jobs import JobRunner
@@ -44,7 +44,6 @@ def demo_profile_from_env(env: Mapping[str, str] | None = None) -> LatencyProfil
     )
     latency, seed = settings.demo_latency, settings.demo_seed
     kind = settings.demo_profile or ("hosted" if latency is None else "fixed")
-    assert kind in PROFILE_KINDS  # the settings' choices are the demo server's kinds
     try:
         return LatencyProfile(kind=kind, seconds=1.0 if latency is None else latency, seed=seed)
     except ValueError as exc:
@@ -173,10 +172,9 @@ class Runtime:
         self._demo_lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
         try:
-            self.interrupted_at_start = 0
             if store is not None:  # alive before the first batch, and the dead ones ended at once
                 store.beat()
-                self.interrupted_at_start = store.interrupt_orphans(self.liveness.lease_s)
+                store.interrupt_orphans(self.liveness.lease_s)
             self.runner = Runner(
                 max_concurrency=default_settings.max_concurrency,
                 demo_base_url=self.demo_base_url,

@@ -32,6 +32,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from crewdash.errors import SettingsError
 
+# The choices of two variables, named once: the backends and the demo model's latency profiles.
+RunnerName = Literal["local", "ray"]
+RUNNERS: tuple[RunnerName, ...] = typing.get_args(RunnerName)
+DemoProfile = Literal["fixed", "hosted", "slow"]
+
 
 class Settings(BaseSettings):
     """One field per environment variable: its default, type, bounds and meaning."""
@@ -166,7 +171,7 @@ class Settings(BaseSettings):
         alias="CREWDASH_OWNER_LEASE_S",
         description="a silent server's lease (at least twice the heartbeat)",
     )
-    runner: Literal["local", "ray"] = Field(
+    runner: RunnerName = Field(
         "local",
         alias="CREWDASH_RUNNER",
         description="where crews run: local or a Ray cluster",
@@ -186,7 +191,7 @@ class Settings(BaseSettings):
     )
 
     # The demo model
-    demo_profile: Literal["fixed", "hosted", "slow"] | None = Field(
+    demo_profile: DemoProfile | None = Field(
         None,
         alias="CREWDASH_DEMO_PROFILE",
         description="demo latency (default hosted)",

@@ -48,7 +48,7 @@ from sqlalchemy import (
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from crewdash.batch import (
     BatchSnapshot,
@@ -61,7 +61,7 @@ from crewdash.batch import (
     topics_preview,
 )
 from crewdash.config import PROJECT_ROOT
-from crewdash.errors import BatchElsewhereError, CrewdashError, UnknownBatchError
+from crewdash.errors import BatchElsewhereError, StoreError, UnknownBatchError
 from crewdash.settings import load_settings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -69,10 +69,6 @@ DEFAULT_URL = f"sqlite:///{PROJECT_ROOT / 'data' / 'crewdash.db'}"
 DEFAULT_LEASE_S = 30.0
 INTERRUPTED_ERROR = "interrupted: the server stopped before this crew finished"
 OPEN_STATES = (CrewState.QUEUED.value, CrewState.RUNNING.value)
-
-
-class StoreError(CrewdashError):
-    """The database cannot be reached or used; the message names the setting."""
 
 
 class Base(DeclarativeBase):
@@ -234,8 +230,6 @@ class Store:
                 f"cannot open the database at DATABASE_URL={_safe_url(self.url)}: "
                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             ) from None
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._lock = threading.Lock()
         self.owner_id = uuid.uuid4().hex  # this start's batches; never reused by a restart
         self._owner_lock = threading.Lock()
         self._registered = False

@@ -9,19 +9,13 @@ import streamlit as st
 from crewdash.bench import MAX_N, check_n, run_and_keep
 from crewdash.bench_report import STRATEGY_INFO, BenchReport, strategy_label
 from crewdash.charts import bench_bar_figure, bench_table, bench_timeline_figure, sweep_figure
-from crewdash.demo_llm import LatencyProfile
+from crewdash.demo_llm import PROFILE_LABELS, LatencyProfile
 from crewdash.errors import CrewdashError
 from crewdash.llm import LLMSettings
 from ui.job_view import render_live_job
 from ui.session import require_login, runtime
 
 require_login()
-
-PROFILES = {
-    "fixed": "Fixed latency",
-    "hosted": "Hosted-API-like (1–3 s, long tail)",
-    "slow": "Slow (~6 s)",
-}
 
 rt = runtime()
 st.title("Benchmark: why async fan-out wins")
@@ -37,7 +31,7 @@ with st.form("bench.form", border=True):
     left, right = st.columns(2)
     n = left.number_input("Crews per strategy (N)", 1, MAX_N, 20, key="bench.n")
     profile = left.selectbox(
-        "Latency profile", list(PROFILES), format_func=PROFILES.get, key="bench.profile"
+        "Latency profile", list(PROFILE_LABELS), format_func=PROFILE_LABELS.get, key="bench.profile"
     )
     latency = left.number_input("Fixed latency (s)", 0.0, 30.0, 1.0, 0.1, key="bench.latency")
     strategies = right.multiselect(

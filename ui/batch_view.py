@@ -24,14 +24,17 @@ REFRESH_SECONDS = 0.75
 
 
 def render_headline(snap: BatchSnapshot) -> None:
-    done = snap.count(CrewState.SUCCEEDED) + snap.count(CrewState.FAILED)
+    done = sum(1 for c in snap.crews if c.state.final)  # every ending, not only success/failure
+    always = (CrewState.RUNNING, CrewState.QUEUED, CrewState.FAILED)
+    rest = (CrewState.CANCELLED, CrewState.TIMED_OUT, CrewState.INTERRUPTED)
+    counts = [(state, snap.count(state)) for state in (*always, *rest)]
     cols = st.columns(6)
     cols[0].metric(
         "Crews finished",
         f"{done} / {len(snap.crews)}",
-        help=f"{snap.count(CrewState.RUNNING)} running, "
-        f"{snap.count(CrewState.QUEUED)} queued, "
-        f"{snap.count(CrewState.FAILED)} failed",
+        help=", ".join(
+            f"{n} {state.value.replace('_', ' ')}" for state, n in counts if n or state in always
+        ),
     )
     cols[1].metric(
         "Batch wall time", f"{snap.wall_s:.2f} s", help="From Run to the last crew's finish."

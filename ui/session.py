@@ -18,7 +18,7 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from crewdash.blueprints import describe_blueprints
 from crewdash.config import DEFAULT_BLUEPRINT
-from crewdash.demo_llm import PROFILE_KINDS, FailureRates, LatencyProfile
+from crewdash.demo_llm import PROFILE_KINDS, PROFILE_LABELS, FailureRates, LatencyProfile
 from crewdash.errors import CrewdashError, SettingsError
 from crewdash.llm import (
     DEFAULT_MODELS,
@@ -33,11 +33,6 @@ from crewdash.runtime import Runtime
 from crewdash.settings import load_settings
 
 ENTRY_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
-PROFILE_LABELS = {
-    "fixed": "Fixed latency",
-    "hosted": "Hosted-API-like (1–3 s, long tail)",
-    "slow": "Slow (~6 s)",
-}
 
 
 @st.cache_resource(show_spinner="Starting the crew runner…")
