@@ -143,7 +143,9 @@ def test_the_installed_package_carries_its_blueprints_prices_and_migrations(
 def test_the_crewdash_command_runs_from_another_directory(venv: Path, tmp_path: Path) -> None:
     crewdash = str(venv / "bin" / "crewdash")
     usage = _run([crewdash, "--help"], cwd=tmp_path).stdout
-    assert usage.startswith("usage: crewdash ") and re.search(r"\{run,bench,demo-llm", usage)
+    assert usage.startswith("usage: crewdash ") and re.search(
+        r"\{run,blueprints,bench,demo-llm", usage
+    )
     done = _run([crewdash, "run", "x", "--latency", "0", "--no-history"], cwd=tmp_path)
     assert "1/1 succeeded" in done.stdout
     assert not (tmp_path / "data").exists()
