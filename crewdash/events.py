@@ -134,29 +134,17 @@ class RunEventRouter(BaseEventListener):
         @crewai_event_bus.on(TaskStartedEvent)
         def _task_started(_: Any, event: TaskStartedEvent) -> None:
             if ref := self.resolve(event):
-                batch, run_id = ref
-                at = _ts(event.timestamp)
                 name = _task_name(event)
-                batch.record_span(
-                    run_id,
-                    f"task:{event.task_id}",
-                    lambda s: replace(s, kind="task", name=name, started_at=at),
-                )
-                batch.note_step(run_id, f"task: {_short(name)}")
+                _open_span(ref, f"task:{event.task_id}", "task", name, event.timestamp)
+                ref[0].note_step(ref[1], f"task: {_short(name)}")
 
         @crewai_event_bus.on(TaskCompletedEvent)
         def _task_completed(_: Any, event: TaskCompletedEvent) -> None:
             if ref := self.resolve(event):
-                batch, run_id = ref
-                at = _ts(event.timestamp)
                 name = _task_name(event)
-                batch.record_span(
-                    run_id,
-                    f"task:{event.task_id}",
-                    lambda s: replace(s, kind="task", name=s.name or name, finished_at=at),
-                )
-                batch.record_task(
-                    run_id,
+                _close_span(ref, f"task:{event.task_id}", "task", name, event.timestamp, None)
+                ref[0].record_task(
+                    ref[1],
                     TaskResult(
                         key=str(event.task_id),
                         name=name,
@@ -168,44 +156,23 @@ class RunEventRouter(BaseEventListener):
         @crewai_event_bus.on(TaskFailedEvent)
         def _task_failed(_: Any, event: TaskFailedEvent) -> None:
             if ref := self.resolve(event):
-                at = _ts(event.timestamp)
-                name = _task_name(event)
-                ref[0].record_span(
-                    ref[1],
-                    f"task:{event.task_id}",
-                    lambda s: replace(
-                        s,
-                        kind="task",
-                        name=s.name or name,
-                        finished_at=at,
-                        error=_short(event.error, 300),
-                    ),
-                )
+                error = _short(event.error, 300)
+                key = f"task:{event.task_id}"
+                _close_span(ref, key, "task", _task_name(event), event.timestamp, error)
 
         @crewai_event_bus.on(MethodExecutionStartedEvent)
         def _step_started(_: Any, event: MethodExecutionStartedEvent) -> None:
             if ref := self.resolve(event):
-                batch, run_id = ref
-                at = _ts(event.timestamp)
-                batch.record_span(
-                    run_id,
-                    f"step:{event.event_id}",
-                    lambda s: replace(s, kind="step", name=event.method_name, started_at=at),
-                )
-                batch.note_step(run_id, f"step: {_short(event.method_name)}")
+                key = f"step:{event.event_id}"
+                _open_span(ref, key, "step", event.method_name, event.timestamp)
+                ref[0].note_step(ref[1], f"step: {_short(event.method_name)}")
 
         def _step_ended(
             event: MethodExecutionFinishedEvent | MethodExecutionFailedEvent, error: str | None
         ) -> None:
             if (ref := self.resolve(event)) and event.started_event_id:
-                at = _ts(event.timestamp)
-                ref[0].record_span(
-                    ref[1],
-                    f"step:{event.started_event_id}",
-                    lambda s: replace(
-                        s, kind="step", name=event.method_name, finished_at=at, error=error
-                    ),
-                )
+                key = f"step:{event.started_event_id}"
+                _close_span(ref, key, "step", event.method_name, event.timestamp, error)
 
         @crewai_event_bus.on(MethodExecutionFinishedEvent)
         def _step_finished(_: Any, event: MethodExecutionFinishedEvent) -> None:
@@ -224,28 +191,15 @@ class RunEventRouter(BaseEventListener):
         @crewai_event_bus.on(ToolUsageStartedEvent)
         def _tool_started(_: Any, event: ToolUsageStartedEvent) -> None:
             if ref := self.resolve(event):
-                batch, run_id = ref
-                at = _ts(event.timestamp)
-                batch.record_span(
-                    run_id,
-                    event.event_id,
-                    lambda s: replace(s, kind="tool", name=event.tool_name, started_at=at),
-                )
-                batch.note_step(run_id, f"tool: {event.tool_name}")
+                _open_span(ref, event.event_id, "tool", event.tool_name, event.timestamp)
+                ref[0].note_step(ref[1], f"tool: {event.tool_name}")
 
         def _tool_ended(
             event: ToolUsageFinishedEvent | ToolUsageErrorEvent, error: str | None
         ) -> None:
             if (ref := self.resolve(event)) and event.started_event_id:
-                batch, run_id = ref
-                at = _ts(event.timestamp)
-                batch.record_span(
-                    run_id,
-                    event.started_event_id,
-                    lambda s: replace(
-                        s, kind="tool", name=event.tool_name, finished_at=at, error=error
-                    ),
-                )
+                key = event.started_event_id
+                _close_span(ref, key, "tool", event.tool_name, event.timestamp, error)
 
         @crewai_event_bus.on(ToolUsageFinishedEvent)
         def _tool_finished(_: Any, event: ToolUsageFinishedEvent) -> None:
@@ -254,6 +208,25 @@ class RunEventRouter(BaseEventListener):
         @crewai_event_bus.on(ToolUsageErrorEvent)
         def _tool_error(_: Any, event: ToolUsageErrorEvent) -> None:
             _tool_ended(event, _short(str(event.error), 300))
+
+
+def _open_span(ref: tuple[Batch, str], key: str, kind: str, name: str, when: datetime) -> None:
+    """A task, Flow-step or tool span of a crew begins (its end may have arrived first)."""
+    at = _ts(when)
+    ref[0].record_span(ref[1], key, lambda s: replace(s, kind=kind, name=name, started_at=at))
+
+
+def _close_span(
+    ref: tuple[Batch, str], key: str, kind: str, name: str, when: datetime, error: str | None
+) -> None:
+    """A task, Flow-step or tool span of a crew ends, failed when `error` is given; a name the
+    start already set is kept."""
+    at = _ts(when)
+    ref[0].record_span(
+        ref[1],
+        key,
+        lambda s: replace(s, kind=kind, name=s.name or name, finished_at=at, error=error),
+    )
 
 
 def record_retry(batch: Batch, run_id: str, why: str, wait_s: float) -> None:

@@ -321,19 +321,29 @@ def _definition(root: Path, kind: str, data: dict[str, Any]) -> Path | None:
         raise BlueprintError(f"{root.name}/{PROJECT_FILE}: {exc}") from None
 
 
-def _load_classic_crew(root: Path, data: dict[str, Any]) -> Loaded:
-    package, home = _pick_package(root, "crew.py", data.get("project", {}).get("name"))
+def _entry_class(
+    root: Path, data: dict[str, Any], module_name: str, test: Callable[[type], bool], what: str
+) -> tuple[Any, Path, dict[str, Any]]:
+    """Import `src/<package>/<module_name>.py` of a project and return its one class that passes
+    `test`, the package's folder and the imported modules; anything else names the file."""
+    entry = f"{module_name}.py"
+    package, home = _pick_package(root, entry, data.get("project", {}).get("name"))
     try:
-        module, modules = import_from(root / "src", package, "crew")
+        module, modules = import_from(root / "src", package, module_name)
     except Exception as exc:  # noqa: BLE001 - the project's own code: any error is its message
-        raise _code_error(root, exc, f"importing {_rel(root, home / 'crew.py')}") from None
-    found = _classes(module, _is_crew_class)
+        raise _code_error(root, exc, f"importing {_rel(root, home / entry)}") from None
+    found = _classes(module, test)
     if len(found) != 1:
-        what = "no @CrewBase class" if not found else "several @CrewBase classes"
+        problem = f"no {what}" if not found else f"several {what}es"  # "class" -> "classes"
+        kind = "crew" if module_name == "crew" else "flow"
         raise BlueprintError(
-            f"{_rel(root, home / 'crew.py')}: {what}; a crew project needs exactly one"
+            f"{_rel(root, home / entry)}: {problem}; a {kind} project needs exactly one"
         )
-    crew_cls = found[0]
+    return found[0], home, modules
+
+
+def _load_classic_crew(root: Path, data: dict[str, Any]) -> Loaded:
+    crew_cls, home, modules = _entry_class(root, data, "crew", _is_crew_class, "@CrewBase class")
     for attr in ("original_agents_config_path", "original_tasks_config_path"):
         rel = getattr(crew_cls, attr, None)
         base = getattr(crew_cls, "base_directory", home)
@@ -394,18 +404,7 @@ def _load_json_crew(root: Path, definition: Path) -> Loaded:
 
 
 def _load_python_flow(root: Path, data: dict[str, Any]) -> Loaded:
-    package, home = _pick_package(root, "main.py", data.get("project", {}).get("name"))
-    try:
-        module, modules = import_from(root / "src", package, "main")
-    except Exception as exc:  # noqa: BLE001 - the project's own code
-        raise _code_error(root, exc, f"importing {_rel(root, home / 'main.py')}") from None
-    found = _classes(module, _is_flow_class)
-    if len(found) != 1:
-        what = "no Flow subclass" if not found else "several Flow subclasses"
-        raise BlueprintError(
-            f"{_rel(root, home / 'main.py')}: {what}; a flow project needs exactly one"
-        )
-    flow_cls = found[0]
+    flow_cls, _, modules = _entry_class(root, data, "main", _is_flow_class, "Flow subclass")
     inner = [
         cls
         for name, mod in sorted(modules.items())

@@ -263,6 +263,13 @@ class Runner:
         """
         return self._cancel(self.batch(batch_id), None)
 
+    def request_cancel(self, batch_id: str, run_ids: set[str] | None = None) -> None:
+        """Cancel a batch's unfinished crews (or those of `run_ids`) without waiting for their
+        endings: for the dashboard, which shows them as they come and needs no count."""
+        batch = self.batch(batch_id)
+        if not batch.snapshot().done and not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._cancel_on_loop(batch, run_ids), self._loop)
+
     def admission(self, batch_id: str) -> tuple[int, int]:
         """(crews of earlier batches still queued ahead of this one, crews running now in the
         whole process), for showing a batch's place in the process-wide queue."""

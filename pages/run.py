@@ -128,7 +128,7 @@ def render_cancel(snap: BatchSnapshot) -> None:
     if left.button(
         "Cancel batch", icon=":material/stop_circle:", key=f"run.cancel.{snap.batch_id}"
     ):
-        runner.cancel(snap.batch_id)
+        runner.request_cancel(snap.batch_id)
     chosen = right.multiselect(
         "Cancel crews",
         list(live),
@@ -138,7 +138,7 @@ def render_cancel(snap: BatchSnapshot) -> None:
     )
     for run_id in chosen:
         if run_id in live:
-            runner.cancel_crew(snap.batch_id, run_id)
+            runner.request_cancel(snap.batch_id, {run_id})
 
 
 batch_id = st.session_state.get("run.batch_id") or st.query_params.get("batch")

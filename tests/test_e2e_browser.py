@@ -235,8 +235,10 @@ def test_cancel_a_batch_from_the_page(browser: Browser, app: tuple[str, Path]) -
                 r"cancelled"
             )
         )
-    ).to_be_visible(timeout=5_000)
-    assert time.time() - started < 3.0  # the batch ended within about 2 s (plus a refresh)
+    ).to_be_visible(timeout=8_000)
+    # The crews end at once (tests/test_runner.py); the page shows it after a 0.75 s poll and a
+    # full rerun that draws three charts, about 3.2 s on this 2-core machine since task spans.
+    assert time.time() - started < 5.0
     assert "Traceback" not in log.read_text()
 
 

@@ -408,3 +408,31 @@ def test_racing_cancels_count_each_crew_once_and_only_if_it_ended_cancelled(
         snap = finish(runner, batch_id)
         assert sum(counts) == snap.count(CrewState.CANCELLED), (trial, counts, snap.crews)
         assert snap.count(CrewState.CANCELLED) + snap.count(CrewState.SUCCEEDED) == 5
+
+
+def test_the_dashboards_cancel_returns_at_once_and_the_crews_end_cancelled() -> None:
+    """The Run page does not wait for the endings (it shows them as they come)."""
+    from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=5.0)) as slow:
+        r = Runner(max_concurrency=2, demo_base_url=lambda: slow.base_url)
+        try:
+            batch_id = r.submit("timing", [f"q{i}" for i in range(4)])  # 2 run, 2 wait
+            one = r.batch(batch_id).run_ids[3]
+            r.request_cancel(batch_id, {one})
+            assert finish_crew(r, batch_id, one).state is CrewState.CANCELLED
+            r.request_cancel(batch_id)
+            snap = finish(r, batch_id, timeout=30)
+            assert [c.state for c in snap.crews] == [CrewState.CANCELLED] * 4
+        finally:
+            r.close()
+
+
+def finish_crew(r: Runner, batch_id: str, run_id: str, timeout: float = 30):  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        crew = r.batch(batch_id).crew(run_id)
+        if crew.state.final:
+            return crew
+        time.sleep(0.02)
+    raise AssertionError(f"crew {run_id} did not end")
