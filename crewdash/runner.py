@@ -266,9 +266,7 @@ class Runner:
     def request_cancel(self, batch_id: str, run_ids: set[str] | None = None) -> None:
         """Cancel a batch's unfinished crews (or those of `run_ids`) without waiting for their
         endings: for the dashboard, which shows them as they come and needs no count."""
-        batch = self.batch(batch_id)
-        if not batch.snapshot().done and not self._loop.is_closed():
-            asyncio.run_coroutine_threadsafe(self._cancel_on_loop(batch, run_ids), self._loop)
+        self._schedule_cancel(self.batch(batch_id), run_ids)
 
     def admission(self, batch_id: str) -> tuple[int, int]:
         """(crews of earlier batches still queued ahead of this one, crews running now in the
@@ -290,10 +288,14 @@ class Runner:
         return self._cancel(batch, {run_id}) == 1
 
     def _cancel(self, batch: Batch, only: set[str] | None) -> int:
+        future = self._schedule_cancel(batch, only)
+        return 0 if future is None else future.result(CANCEL_WAIT_S + 5)
+
+    def _schedule_cancel(self, batch: Batch, only: set[str] | None) -> Future[int] | None:
+        """Start a cancel on the loop; None when there is nothing left to cancel."""
         if batch.snapshot().done or self._loop.is_closed():
-            return 0
-        future = asyncio.run_coroutine_threadsafe(self._cancel_on_loop(batch, only), self._loop)
-        return future.result(CANCEL_WAIT_S + 5)
+            return None
+        return asyncio.run_coroutine_threadsafe(self._cancel_on_loop(batch, only), self._loop)
 
     async def _cancel_on_loop(self, batch: Batch, only: set[str] | None) -> int:
         """Claim the unfinished crews no other cancel has claimed, stop them, and count those
