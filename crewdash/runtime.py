@@ -26,7 +26,7 @@ from crewdash.jobs import JobRunner
 from crewdash.llm import LLMSettings, default_llm_settings
 from crewdash.pricing import check_prices_file
 from crewdash.runner import Runner, RunSettings
-from crewdash.settings import load_settings
+from crewdash.settings import default_of, load_settings
 from crewdash.store import DEFAULT_LEASE_S, Store
 
 silence_telemetry()
@@ -68,7 +68,7 @@ class Liveness:
     silent for `lease_s` is presumed dead; every server sweeps the store at each heartbeat, so a
     dead server's unfinished batches become interrupted within `lease_s + heartbeat_s`."""
 
-    heartbeat_s: float = 5.0
+    heartbeat_s: float = default_of("CREWDASH_OWNER_HEARTBEAT_S")
     lease_s: float = DEFAULT_LEASE_S
 
     def __post_init__(self) -> None:

@@ -62,11 +62,11 @@ from crewdash.batch import (
 )
 from crewdash.config import PROJECT_ROOT
 from crewdash.errors import BatchElsewhereError, StoreError, UnknownBatchError
-from crewdash.settings import load_settings
+from crewdash.settings import default_of, load_settings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_URL = f"sqlite:///{PROJECT_ROOT / 'data' / 'crewdash.db'}"
-DEFAULT_LEASE_S = 30.0
+DEFAULT_LEASE_S: float = default_of("CREWDASH_OWNER_LEASE_S")
 INTERRUPTED_ERROR = "interrupted: the server stopped before this crew finished"
 OPEN_STATES = (CrewState.QUEUED.value, CrewState.RUNNING.value)
 
