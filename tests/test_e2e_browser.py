@@ -371,10 +371,20 @@ def test_a_crewai_project_runs_ten_topics_from_the_page(
     option = page.get_by_role("option", name=re.compile(rf"^{blueprint} · "))
     expect(option).to_contain_text(kind, ignore_case=True)
     option.click()
-    topics = [f"{blueprint} topic {i}" for i in range(10)]
-    page.get_by_label("Topics (one per line)").fill("\n".join(topics))
+    # the picker's rerun draws the chosen blueprint's fields: type only once they are there
+    expect(
+        page.locator("[data-testid='stMain'] [data-testid='stCaptionContainer']").filter(
+            has_text=f"Blueprint {blueprint}"
+        )
+    ).to_be_visible(timeout=30_000)
     for name, value in inputs.items():  # the project's other inputs, one value for every crew
-        page.get_by_role("textbox", name=f"{{{name}}} (the same for every crew)").fill(value)
+        field = page.get_by_role("textbox", name=f"{{{name}}} (the same for every crew)")
+        field.fill(value)
+        field.press("Tab")  # committed before the next field is typed
+    topics = [f"{blueprint} topic {i}" for i in range(10)]
+    area = page.get_by_label("Topics (one per line)")
+    area.fill("\n".join(topics))
+    expect(area).to_have_value("\n".join(topics))
     page.get_by_role("button", name="Run").click()
     expect(page.get_by_text(re.compile(r"0 queued · 0 running · 10 succeeded"))).to_be_visible(
         timeout=90_000
