@@ -105,6 +105,7 @@ class TaskResult:
     name: str
     output: str
     agent: str = ""
+    restored: bool = False  # finished before an interruption, kept by a resume (not re-run)
 
 
 def merge_tasks(first: Sequence[TaskResult], more: Sequence[TaskResult]) -> tuple[TaskResult, ...]:
@@ -383,3 +384,28 @@ class Batch:
             return self._cached
 
     _cached_version = -1
+
+    @classmethod
+    def reopen(cls, snap: BatchSnapshot, again: Mapping[str, CrewSnapshot]) -> Batch:
+        """A stored batch live again (a resume): the crews of `again` replace theirs, the others
+        stay as they ended."""
+        batch = cls(
+            snap.batch_id,
+            snap.blueprint,
+            [c.topic for c in snap.crews],
+            model_label=snap.model_label,
+            max_concurrency=snap.max_concurrency,
+            notes=snap.notes,
+            run_ids=[c.run_id for c in snap.crews],
+            model=snap.model,
+            inputs=[c.inputs for c in snap.crews],
+            kind=snap.kind,
+        )
+        batch._head = replace(batch._head, created_at=snap.created_at)
+        for crew in snap.crews:
+            now = again.get(crew.run_id, crew)
+            batch._crews[crew.run_id] = now
+            batch._spans[crew.run_id] = {s.key: s for s in now.spans}
+        if all(c.state.final for c in batch._crews.values()):
+            batch._done.set()
+        return batch

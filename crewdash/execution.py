@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from crewdash.batch import Batch, CrewSnapshot, CrewState, TaskResult, TokenUsage
 from crewdash.blueprints import BaseBlueprint
+from crewdash.checkpoints import CheckpointSink, Restore, arm, restore
 from crewdash.events import current_run, event_router, record_retry
 from crewdash.llm import LLMSettings, plain_error
 from crewdash.retries import RetryBudget, call_timeout, crew_budget
@@ -36,6 +37,7 @@ CrewBuilder = Callable[[], Crew | Flow[Any]]
 # hops (event-bus flushes, memory drains).
 EXECUTOR_HEADROOM = 8
 Started = Callable[[CrewSnapshot], Awaitable[None]]
+ZERO = TokenUsage()
 
 
 def blueprint_builder(
@@ -59,6 +61,10 @@ class CrewJob:
     default_llm: LLMFactory | None = None
     # This crew's own folder for the files its tasks write.
     output_dir: str | None = None
+    # Where CrewAI's checkpoints of this crew go (None: not checkpointed), and the checkpoint
+    # a resumed crew continues from.
+    checkpoint: CheckpointSink | None = None
+    restore: Restore | None = None
 
 
 def _tasks(crew: Crew) -> tuple[TaskResult, ...]:
@@ -108,6 +114,9 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
     budget_token = crew_budget.set(crew_retry_budget(batch, job))
     try:
         target = job.build()
+        restored = restore(target, job.restore) if job.restore is not None else set()
+        if job.checkpoint is not None:
+            arm(target, job.checkpoint)
         if isinstance(target, Crew):
             agent_ids = [str(agent.id) for agent in target.agents]
             router.track_agents((batch, job.run_id), agent_ids)
@@ -139,12 +148,14 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
         if not isinstance(output, CrewOutput):
             raise TypeError(f"crew returned {type(output).__name__}")
         usage = output.token_usage.model_dump() if output.token_usage else None
+        earlier = job.restore.tasks if job.restore is not None else ()
         return batch.ending(
             job.run_id,
             CrewState.SUCCEEDED,
             result=output.raw,
-            tokens=TokenUsage.from_mapping(usage),
-            tasks=_tasks(target),
+            # the restored tasks' calls were paid before the interruption: counted once
+            tokens=TokenUsage.from_mapping(usage) + (job.restore.tokens if job.restore else ZERO),
+            tasks=(*earlier, *(t for t in _tasks(target) if t.key not in restored)),
             files=list_files(folder),
         )
     except asyncio.CancelledError:

@@ -28,6 +28,7 @@ from crewai.events import crewai_event_bus
 from crewdash.admission import Admission, Ticket
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState
 from crewdash.blueprints import BaseBlueprint, load_blueprint
+from crewdash.checkpoints import CheckpointSink, Restore, discard, record_batch
 from crewdash.config import DEFAULT_MAX_CONCURRENCY, outputs_dir
 from crewdash.errors import (
     SettingsError,
@@ -114,6 +115,7 @@ class Runner:
         self._loop.set_default_executor(self.executor)
         self._admission = Admission(max_concurrency)  # used on the loop thread only
         self._batch_numbers = itertools.count()
+        self._restores: dict[str, Restore] = {}  # run id -> the checkpoint it resumes from
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="crewdash-runner", daemon=True
         )
@@ -161,6 +163,14 @@ class Runner:
         )
         if self.store is not None:
             self.store.create_batch(batch.snapshot(), source)  # before any crew can finish
+            record_batch(
+                self.store,
+                batch_id,
+                bp,
+                settings.llm,
+                batch.snapshot().max_concurrency,
+                settings.crew_timeout_s,
+            )
         with self._lock:
             self._batches[batch_id] = batch
             while len(self._batches) > MAX_BATCHES_KEPT:
@@ -177,6 +187,34 @@ class Runner:
                 self._loop,
             )
         return batch_id
+
+    def resume(
+        self,
+        batch: Batch,
+        blueprint: BaseBlueprint,
+        settings: RunSettings,
+        restores: Mapping[str, Restore | None],
+    ) -> None:
+        """Run a stored batch's crews of `restores` again under their own ids (`batch` holds
+        them queued, the others as they ended), each from its checkpoint if it has one."""
+        if self._shutting_down or self._loop.is_closed() or not self._thread.is_alive():
+            raise ShuttingDownError("the server is shutting down; try again in a moment")
+        snap = batch.snapshot()
+        with self._lock:
+            self._restores.update({r: saved for r, saved in restores.items() if saved})
+            self._batches[batch.batch_id] = batch
+            self._futures[batch.batch_id] = asyncio.run_coroutine_threadsafe(
+                self._run_batch(
+                    batch,
+                    next(self._batch_numbers),
+                    blueprint,
+                    [c.topic for c in snap.crews],
+                    [dict(c.inputs) for c in snap.crews],
+                    settings,
+                    only=set(restores),
+                ),
+                self._loop,
+            )
 
     def batch(self, batch_id: str) -> Batch:
         with self._lock:
@@ -201,16 +239,22 @@ class Runner:
         topics: list[str],
         inputs: list[dict[str, str]],
         settings: RunSettings,
+        only: set[str] | None = None,
     ) -> None:
         tasks: list[asyncio.Task[None]] = []
         limit = min(settings.max_concurrency, self.max_concurrency)
+        runs = [
+            (run_id, topic, values)
+            for run_id, topic, values in zip(batch.run_ids, topics, inputs, strict=True)
+            if only is None or run_id in only  # a resume runs its chosen crews only
+        ]
         # every crew takes its place in the queue now, before any later batch's crew can
         tickets = [
             self._admission.enqueue((number, index), batch.batch_id, limit)
-            for index in range(len(topics))
+            for index in range(len(runs))
         ]
         try:
-            crews = zip(batch.run_ids, topics, inputs, tickets, strict=True)
+            crews = ((*run, ticket) for run, ticket in zip(runs, tickets, strict=True))
             for run_id, topic, crew_inputs, ticket in crews:
                 if batch.batch_id in self._cancelled or run_id in self._cancelled:
                     self._admission.leave(ticket)
@@ -347,6 +391,12 @@ class Runner:
             s.crew_timeout_s,
             default_llm=partial(build_llm, llm, demo_url),
             output_dir=str(outputs_dir() / batch_id / run_id),
+            checkpoint=(
+                CheckpointSink(self.store.url, batch_id, run_id, llm.api_key)
+                if self.store is not None
+                else None
+            ),
+            restore=self._restores.pop(run_id, None),
         )
 
     async def _run_crew(
@@ -396,6 +446,8 @@ class Runner:
         """Commit the crew's end to the store first, then show it: durable before visible."""
         if self.store is not None:
             await self._persist(self.store.save_crew, batch.batch_id, ended)
+            if ended.state is not CrewState.INTERRUPTED:  # only an interrupted crew resumes
+                await self._persist(discard, self.store, ended.run_id)
         batch.end(ended)
 
     def close(self, timeout: float = 5.0) -> None:

@@ -171,6 +171,7 @@ class Runtime:
         self._demos: dict[tuple[LatencyProfile, FailureRates], DemoLLMServer] = {}
         self._demo_lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
+        self.auto_resumed: list[str] = []  # what CREWDASH_AUTO_RESUME resumed at start, said
         try:
             if store is not None:  # alive before the first batch, and the dead ones ended at once
                 store.beat()
@@ -214,7 +215,18 @@ class Runtime:
         except BaseException:
             backend.close()
             raise
-        return cls(settings, profile, store, failures, backend, liveness)  # closes both on failure
+        runtime = cls(
+            settings, profile, store, failures, backend, liveness
+        )  # closes both on failure
+        if every.auto_resume:
+            runtime.resume_interrupted()
+        return runtime
+
+    def resume_interrupted(self) -> None:
+        """Resume, once, the interrupted crews of batches whose server is gone (and say so)."""
+        from crewdash.resume import auto_resume
+
+        self.auto_resumed = [o.describe() for o in auto_resume(self)]
 
     def snapshot(self, batch_id: str) -> BatchSnapshot:
         """A batch from this process's runner (live), else from the history database."""

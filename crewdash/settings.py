@@ -171,6 +171,11 @@ class Settings(BaseSettings):
         alias="CREWDASH_OWNER_LEASE_S",
         description="a silent server's lease (at least twice the heartbeat)",
     )
+    auto_resume: bool = Field(
+        False,
+        alias="CREWDASH_AUTO_RESUME",
+        description="resume, once, interrupted crews of stopped servers on start",
+    )
     runner: RunnerName = Field(
         "local",
         alias="CREWDASH_RUNNER",
