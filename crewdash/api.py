@@ -46,6 +46,8 @@ from crewdash.wire import (
     CrewEvent,
     DoneEvent,
     Health,
+    ResumeRequest,
+    ResumeResult,
     WireModel,
 )
 
@@ -516,6 +518,35 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             except BatchElsewhereError as exc:
                 raise HTTPException(status_code=409, detail=str(exc)) from None
             return CancelResult(batch_id=batch_id, cancelled=ended)
+
+    @app.post(
+        "/batches/{batch_id}/resume",
+        response_model=ResumeResult,
+        responses={**PROBLEMS, 409: {"model": Problem}},
+    )
+    async def resume_batch(
+        request: Request, batch_id: str, body: ResumeRequest | None = None
+    ) -> ResumeResult:
+        """Resume the batch's interrupted crews (or those of `run_ids`) from their last
+        checkpoints, under the same ids, inputs and model settings: finished tasks are kept
+        (`restored`), not paid again. Crews whose checkpoint is unusable (unreadable, missing, or
+        their blueprint changed) are not resumed but listed in `rerun_offers` with the reason;
+        name them in `from_start` to re-run them from the start. 409 while another server
+        still runs the batch."""
+        from crewdash.resume import resume
+
+        _check_batch_id(batch_id)
+        body = body or ResumeRequest()
+        for run_id in [*(body.run_ids or []), *body.from_start]:
+            if not RUN_ID.fullmatch(run_id):
+                raise UnknownBatchError(f"{batch_id}/{run_id}")
+        try:
+            outcome = await asyncio.to_thread(
+                resume, rt(request), batch_id, body.run_ids, body.from_start
+            )
+        except BatchElsewhereError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        return ResumeResult.from_outcome(outcome)
 
     @app.post(
         "/batches/{batch_id}/crews/{run_id}/cancel", response_model=CancelResult, responses=PROBLEMS

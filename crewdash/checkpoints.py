@@ -1,23 +1,26 @@
-"""Checkpoints of running crews, written by CrewAI's own checkpointing into crewdash's database.
+"""Checkpoints of running crews in CrewAI's own format, kept in crewdash's database.
 
-CrewAI 1.15 writes a checkpoint (its `RuntimeState` as JSON) on the events a `CheckpointConfig`
-names (`task_completed` for a crew, `method_execution_finished` for a Flow). Its two providers
-write JSON files or a SQLite file on the local disk, which other replicas on PostgreSQL cannot
-read; `StoreProvider` is a `JsonProvider` whose writes go to the `crew_checkpoints` table
-instead: one row per crew run holding its latest checkpoint, deleted when the crew ends (kept
-only when it is interrupted). API keys are blanked out of the payload before it is stored.
+A checkpoint is CrewAI 1.15's `RuntimeState` serialised (what its `CheckpointConfig` writes),
+taken after each finished task of a crew (`task_completed`) or step of a Flow
+(`method_execution_finished`). CrewAI's own providers write JSON files or a SQLite file on the
+local disk, which other replicas on PostgreSQL cannot read, and its listener serialises without
+the event record's lock (see `_serialise`); so crewdash's listener takes the same snapshot and
+writes it to the `crew_checkpoints` table: one row per crew run holding its latest checkpoint,
+deleted when the crew ends (kept only when it is interrupted). API keys are blanked out first.
 
 Resuming builds the crew afresh from its blueprint (so its tools, callbacks and the run's model
 are the project's own, not deserialised copies) and hands CrewAI the checkpoint's finished work:
 a crew's task outputs with its kickoff id (CrewAI then starts at the first task without output),
-a Flow's completed methods, their outputs and its state (`Flow._restore_from_checkpoint`).
+a Flow's completed methods, their outputs and its state (`Flow._restore_from_checkpoint`), as
+`Crew.from_checkpoint` and `Flow.from_checkpoint` do.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextvars
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -26,23 +29,26 @@ from pathlib import Path
 from typing import Any
 
 from crewai import Crew, Flow
-from crewai.state.checkpoint_config import CheckpointConfig
-from crewai.state.provider.json_provider import JsonProvider
+from crewai.events import crewai_event_bus
+from crewai.events.base_events import BaseEvent
+from crewai.events.event_bus import is_replaying
+from crewai.events.types.flow_events import MethodExecutionFinishedEvent
+from crewai.events.types.task_events import TaskCompletedEvent
+from crewai.state.runtime import RuntimeState, _prepare_entities
 from crewai.tasks.task_output import TaskOutput
-from pydantic import PrivateAttr
 from sqlalchemy import Float, Integer, String, Text, create_engine, delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from crewdash.batch import Span, TaskResult, TokenUsage
 from crewdash.blueprints import BaseBlueprint, Blueprint
-from crewdash.errors import CrewdashError
+from crewdash.errors import CrewdashError, describe_error
 from crewdash.events import current_run
 from crewdash.llm import LLMSettings
 from crewdash.store import Base, Store
 
-CREW_EVENTS = ["task_completed"]
-FLOW_EVENTS = ["method_execution_finished"]
+log = logging.getLogger(__name__)
+ROOT_KEY = "crewdash_root"  # added to CrewAI's payload: the index of the run's own entity
 SECRET_FIELDS = frozenset({"api_key", "apiKey"})
 
 
@@ -174,9 +180,11 @@ class CheckpointSink:
     run_id: str
     secret: str | None = field(default=None, repr=False)
 
-    def write(self, payload: str, kind: str) -> str:
-        """Store CrewAI's payload (keys blanked) with the finished tasks and spans it covers."""
+    def write(self, payload: str, kind: str, root: str) -> str:
+        """Store CrewAI's payload (keys blanked) with the finished tasks and spans it covers;
+        `root` is the id of the run's own crew or Flow among the payload's entities."""
         data = _blank_secrets(json.loads(payload), [s for s in [self.secret] if s])
+        data[ROOT_KEY] = _root_index(data, kind, root)
         tasks, steps = finished_work(data, kind)
         spans: list[Span] = []
         ref = current_run.get()
@@ -250,51 +258,87 @@ def finished_work(data: Mapping[str, Any], kind: str) -> tuple[list[TaskResult],
     return tasks, len(tasks)
 
 
+def _root_index(data: Mapping[str, Any], kind: str, root: str) -> int:
+    """Which entity is the run's own: a payload also holds the crews a Flow's steps ran and
+    the Flows CrewAI runs agents with."""
+    for index, entity in enumerate(data.get("entities") or []):
+        if not isinstance(entity, dict) or entity.get("entity_type") != kind:
+            continue
+        if kind == "flow" and (entity.get("checkpoint_state") or {}).get("id") == root:
+            return index
+        if kind == "crew" and entity.get("id") == root:
+            return index
+    raise CheckpointError(f"it holds no {kind} with id {root}")
+
+
 def _entity(data: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    for entity in data.get("entities") or []:
+    """The run's own crew or Flow in a stored checkpoint."""
+    entities = data.get("entities") or []
+    index = data.get(ROOT_KEY)
+    if isinstance(index, int) and 0 <= index < len(entities):
+        entity = entities[index]
         if isinstance(entity, dict) and entity.get("entity_type") == kind:
             return entity
     raise CheckpointError(f"it holds no {kind}")
 
 
-class StoreProvider(JsonProvider):
-    """CrewAI's JSON provider, writing into crewdash's database rather than a local folder."""
+_armed: contextvars.ContextVar[tuple[CheckpointSink, str, str] | None] = contextvars.ContextVar(
+    "crewdash_checkpoint", default=None
+)
+_listening = False
+_listening_lock = threading.Lock()
 
-    _sink: CheckpointSink | None = PrivateAttr(default=None)
-    _kind: str = PrivateAttr(default="crew")
 
-    def checkpoint(
-        self, data: str, location: str, *, parent_id: str | None = None, branch: str = "main"
-    ) -> str:
-        if self._sink is None:
-            raise CheckpointError("no database to write the checkpoint to")
-        return self._sink.write(data, self._kind)
+def _serialise(state: RuntimeState) -> str:
+    """CrewAI's checkpoint of a runtime state, taken while no event is being recorded.
 
-    async def acheckpoint(
-        self, data: str, location: str, *, parent_id: str | None = None, branch: str = "main"
-    ) -> str:
-        return await asyncio.to_thread(
-            self.checkpoint, data, location, parent_id=parent_id, branch=branch
-        )
+    CrewAI's own listener (`CheckpointConfig`) serialises the event record while the crew's
+    thread keeps adding to it; under a Flow that failed every time here, with pydantic-core's
+    "dictionary changed size during iteration" (a PanicException its handler does not catch).
+    The record's own lock keeps writers out while it is read; entities still change beside
+    it, so a failed read is tried again.
+    """
+    for _ in range(3):
+        try:
+            with state.event_record._lock.r_locked():
+                _prepare_entities(state.root)
+                return state.model_dump_json()
+        except BaseException as exc:  # only pyo3's PanicException is tried again
+            if type(exc).__name__ != "PanicException":
+                raise
+    raise CheckpointError("the crew changed during every try to checkpoint it")
 
-    def prune(self, location: str, max_keep: int, *, branch: str = "main") -> int:
-        return 0  # one row per crew run: every write replaces the one before
 
-    def extract_id(self, location: str) -> str:
-        return location.rsplit(":", 1)[-1]
+def _on_finished(_: Any, event: BaseEvent, state: RuntimeState | None) -> None:
+    """After a crew's task (a Flow's step) finished: checkpoint the run, if it is armed."""
+    armed = _armed.get()
+    if armed is None or state is None or is_replaying():
+        return
+    sink, kind, root = armed
+    if (kind == "flow") != isinstance(event, MethodExecutionFinishedEvent):
+        return  # a Flow checkpoints per step, not per task of the crews its steps run
+    try:
+        sink.write(_serialise(state), kind, root)
+    except Exception as exc:  # noqa: BLE001 - a failed checkpoint never stops the crew
+        log.warning("checkpoint of %s failed: %s", sink.run_id, describe_error(exc))
 
 
 def arm(target: Crew | Flow[Any], sink: CheckpointSink) -> None:
-    """Have CrewAI checkpoint this crew after each finished task (a Flow after each step)."""
-    provider = StoreProvider()
-    provider._sink = sink
-    is_flow = isinstance(target, Flow)
-    provider._kind = "flow" if is_flow else "crew"
-    target.checkpoint = CheckpointConfig(
-        location=f"crewdash:{sink.run_id}",
-        on_events=list(FLOW_EVENTS if is_flow else CREW_EVENTS),  # type: ignore[arg-type]
-        provider=provider,
-    )
+    """Checkpoint this crew after each finished task (a Flow after each step).
+
+    The mark lives in the current context, i.e. the crew's own asyncio task, which CrewAI's
+    event handlers run in a copy of; nothing outlives the crew.
+    """
+    global _listening
+    with _listening_lock:
+        if not _listening:
+            crewai_event_bus.register_handler(TaskCompletedEvent, _on_finished)
+            crewai_event_bus.register_handler(MethodExecutionFinishedEvent, _on_finished)
+            _listening = True
+    if isinstance(target, Flow):
+        _armed.set((sink, "flow", target.flow_id))
+    else:
+        _armed.set((sink, "crew", str(target.id)))
 
 
 # --- reading and restoring -----------------------------------------------------------------

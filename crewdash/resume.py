@@ -127,8 +127,10 @@ def plan(store: Store, snap: BatchSnapshot, run_ids: Sequence[str] | None = None
         except CheckpointError as exc:
             plans.append(CrewPlan(crew.run_id, crew.topic, problem=str(exc)))
             continue
-        if saved is None and crew.tasks:  # it had finished tasks, but no checkpoint says so
-            plans.append(CrewPlan(crew.run_id, crew.topic, problem="its checkpoint is missing"))
+        if saved is None and crew.tasks:  # stopped before (or while) its checkpoint was written
+            done = len(crew.tasks)
+            problem = f"its checkpoint is missing: no checkpoint holds its {done} finished tasks"
+            plans.append(CrewPlan(crew.run_id, crew.topic, problem=problem))
             continue
         plans.append(CrewPlan(crew.run_id, crew.topic, restore=saved))
     return plans

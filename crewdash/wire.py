@@ -19,6 +19,7 @@ from crewdash.pricing import batch_cost, crew_cost
 if TYPE_CHECKING:
     from crewdash.batch import BatchSnapshot, CrewSnapshot, Span, TaskResult, TokenUsage
     from crewdash.blueprints import BlueprintInfo, PinnedAgent
+    from crewdash.resume import CrewPlan, ResumeOutcome
     from crewdash.store import BatchSummary as StoredSummary
 
 
@@ -72,10 +73,19 @@ class TaskInfo(TaskOutput):
     """One finished task of a crew, with its id (one entry per task)."""
 
     key: str
+    restored: bool = Field(
+        default=False, description="finished before an interruption and kept by a resume"
+    )
 
     @classmethod
     def from_task(cls, task: TaskResult) -> TaskInfo:
-        return cls(key=task.key, name=task.name, agent=task.agent, output=task.output)
+        return cls(
+            key=task.key,
+            name=task.name,
+            agent=task.agent,
+            output=task.output,
+            restored=task.restored,
+        )
 
 
 class CrewDetail(WireModel):
@@ -404,4 +414,52 @@ class RunReport(WireModel):
             crews_detail=[
                 CrewReport.from_snapshot(c, outputs / snap.batch_id / c.run_id) for c in snap.crews
             ],
+        )
+
+
+class ResumeRequest(WireModel):
+    """`POST /batches/{id}/resume`: which interrupted crews continue (default: all)."""
+
+    run_ids: list[str] | None = Field(
+        default=None, max_length=1000, description="only these crews (default: every interrupted)"
+    )
+    from_start: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="crews offered a re-run (unusable checkpoint) to run from the start now",
+    )
+
+
+class ResumedCrew(WireModel):
+    run_id: str
+    topic: str
+    restored_tasks: int = Field(description="finished tasks kept from its checkpoint")
+    reason: str | None = Field(
+        default=None, description="for an offer: why it cannot continue from its checkpoint"
+    )
+
+
+class ResumeResult(WireModel):
+    """What a resume started, and which crews it offers to re-run from the start instead."""
+
+    batch_id: str
+    resumed: list[ResumedCrew]
+    rerun_offers: list[ResumedCrew] = Field(
+        description="crews that were not resumed; resume them with `from_start` to re-run"
+    )
+    message: str
+
+    @classmethod
+    def from_outcome(cls, outcome: ResumeOutcome) -> ResumeResult:
+        def crew(plan: CrewPlan) -> ResumedCrew:
+            tasks = len(plan.restore.tasks) if plan.restore is not None else 0
+            return ResumedCrew(
+                run_id=plan.run_id, topic=plan.topic, restored_tasks=tasks, reason=plan.problem
+            )
+
+        return cls(
+            batch_id=outcome.batch_id,
+            resumed=[crew(p) for p in outcome.resumed],
+            rerun_offers=[crew(p) for p in outcome.offers],
+            message=outcome.describe(),
         )

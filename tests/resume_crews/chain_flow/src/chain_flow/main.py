@@ -11,7 +11,9 @@ class ChainState(BaseModel):
 
 async def _one_call(step: str, topic: str, before: list[str]) -> str:
     """One crew with one task: one model call."""
-    writer = Agent(role=f"{step} writer", goal=f"Write the {step} about {topic}", backstory="Brief.")
+    writer = Agent(
+        role=f"{step} writer", goal=f"Write the {step} about {topic}", backstory="Brief."
+    )
     task = Task(
         name=step,
         description=f"Write the {step} about {topic}. Earlier notes: {' | '.join(before)}",
