@@ -65,6 +65,7 @@ def status_table(snap: BatchSnapshot) -> pd.DataFrame:
                 if crew.started_at is None
                 else (crew.finished_at or now) - crew.started_at,
                 "LLM calls": len(llm_calls),
+                "Restored tasks": sum(1 for t in crew.tasks if t.restored),
                 "Tokens": crew.tokens.total,
                 "Cost ($)": crew_cost(snap, crew),
             }

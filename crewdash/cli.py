@@ -6,6 +6,7 @@ crewdash run "AI agents" --blueprint my_flow --input audience=CTOs --fan-out top
 crewdash blueprints
 crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
 crewdash demo-llm --port 8001 --profile hosted
+crewdash resume BATCH_ID [--run-id RUN_ID] [--from-start RUN_ID]
 
 `crewdash` is the installed command; `python -m crewdash` is the same from a checkout.
 """
@@ -32,6 +33,7 @@ from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, Prof
 from crewdash.errors import CrewdashError, SettingsError
 from crewdash.execution import Backend
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
+from crewdash.resume import add_command as add_resume_command
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime, backend_from_env, demo_profile_from_env
 from crewdash.settings import load_settings
@@ -325,6 +327,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     )
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
+    add_resume_command(sub)
     return parser
 
 

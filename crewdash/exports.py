@@ -109,7 +109,12 @@ def to_csv(snap: BatchSnapshot) -> str:
                 _fixed(crew_cost(snap, c), 8),
                 json.dumps(dict(c.inputs), ensure_ascii=False) if c.inputs else None,
                 json.dumps(
-                    [{"name": t.name, "output": t.output} for t in c.tasks], ensure_ascii=False
+                    [
+                        {"name": t.name, "output": t.output}
+                        | ({"restored": True} if t.restored else {})
+                        for t in c.tasks
+                    ],
+                    ensure_ascii=False,
                 )
                 if c.tasks
                 else None,
@@ -158,7 +163,8 @@ def to_markdown(snap: BatchSnapshot) -> str:
         lines += [c.result if c.result else f"_{c.state.value}: {c.error or 'no result'}_", ""]
         for task in c.tasks:
             agent = f" ({_cell(task.agent)})" if task.agent else ""
-            lines += [f"#### Task {_cell(task.name)}{agent}", "", task.output, ""]
+            restored = " (restored: finished before an interruption)" if task.restored else ""
+            lines += [f"#### Task {_cell(task.name)}{agent}{restored}", "", task.output, ""]
         if c.files:
             lines += ["Files: " + ", ".join(f"`{_cell(f)}`" for f in c.files), ""]
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from crewdash.projects import KIND_LABELS
 from crewdash.topics import parse_topics
 from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads
 from ui.polling import poll_until_done
+from ui.resume_view import render_resume
 from ui.session import require_login, run_settings, runtime, state
 
 require_login()
@@ -23,6 +24,10 @@ st.write(
 )
 
 runner = runtime().runner
+for line in runtime().auto_resumed:  # CREWDASH_AUTO_RESUME=1 resumed these at start
+    st.info(
+        f"Resumed automatically when this server started: {line}", icon=":material/restart_alt:"
+    )
 blueprint_name = state("sidebar.blueprint", "research")
 blueprint: BaseBlueprint | None = None
 try:
@@ -151,6 +156,8 @@ if batch_id:
         st.stop()
     for note in first.notes:
         st.info(note, icon=":material/info:")
+    if resumed := st.session_state.pop("run.resumed", None):
+        st.success(f"Resumed: {resumed}", icon=":material/restart_alt:")
 
     def draw(snap: BatchSnapshot) -> None:
         if not snap.done:
@@ -159,5 +166,7 @@ if batch_id:
         render_batch(snap)
         if snap.done:
             render_downloads(snap, "run")
+            if render_resume(snap, "run"):
+                st.rerun()  # the batch runs again: draw it live
 
     poll_until_done(first, lambda: runtime().snapshot(batch_id), draw, every_s=REFRESH_SECONDS)

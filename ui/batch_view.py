@@ -120,7 +120,12 @@ def render_crew_details(snap: BatchSnapshot, crew: CrewSnapshot) -> None:
         )
     # a one-task crew's only output is its answer, shown above: not again
     if len(crew.tasks) > 1 or (crew.tasks and crew.tasks[0].output != crew.result):
-        tabs = st.tabs([f"{i}. {t.name}" for i, t in enumerate(crew.tasks, 1)])
+        tabs = st.tabs(
+            [
+                f"{i}. {t.name}" + (" (restored)" if t.restored else "")
+                for i, t in enumerate(crew.tasks, 1)
+            ]
+        )
         for tab, task in zip(tabs, crew.tasks, strict=True):
             with tab:
                 if task.agent:
