@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
@@ -14,7 +15,10 @@ from sqlalchemy.orm import Session
 
 from crewdash.batch import CrewState
 from crewdash.checkpoints import CheckpointRow
+from crewdash.cli import main
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
+from crewdash.errors import UnknownBatchError
+from crewdash.exports import export
 from crewdash.llm import LLMSettings
 from crewdash.resume import ResumeError, resume
 from crewdash.runner import RunSettings
@@ -217,3 +221,59 @@ def test_checkpoints_hold_no_key_and_are_pruned_when_a_crew_ends(
     store = Store(url)
     assert checkpointed(store, batch_id) == {}
     store.close()
+
+
+def test_the_cli_resumes_a_batch_and_the_exports_mark_restored_tasks(
+    tmp_path: Path, demo: DemoLLMServer, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    batch_id, steps = interrupt_after_checkpoints(
+        runtime(url, demo), "three_step", ["cli one", "cli two"], at_least=1
+    )
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert main(["resume", batch_id]) == 0
+    out = capsys.readouterr().out
+    assert f"batch {batch_id}: 2 crews resumed, {sum(steps.values())} finished tasks kept" in out
+    assert main(["resume", batch_id]) == 2  # nothing left to resume: a plain error, no trace
+    assert "has no interrupted crews" in capsys.readouterr().err
+    store = Store(url)
+    snap = store.load(batch_id)
+    store.close()
+    assert snap is not None and {c.state for c in snap.crews} == {CrewState.SUCCEEDED}
+    restored = sum(steps.values())
+    assert export(snap, "md").count("(restored: finished before an interruption)") == restored
+    assert export(snap, "csv").count('""restored"": true') == restored
+    detail = json.loads(export(snap, "json"))
+    assert sum(t["restored"] for c in detail["crews"] for t in c["tasks"]) == restored
+
+
+def test_auto_resume_on_start_resumes_a_batch_once(
+    tmp_path: Path, demo: DemoLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    batch_id, _ = interrupt_after_checkpoints(
+        runtime(url, demo), "three_step", ["auto one", "auto two"], at_least=1
+    )
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("CREWDASH_AUTO_RESUME", "1")
+    rt = Runtime.from_env()
+    try:
+        assert len(rt.auto_resumed) == 1 and batch_id in rt.auto_resumed[0]
+        assert (
+            rt.runner.batch(batch_id).snapshot().count(CrewState.QUEUED)
+            + rt.runner.batch(batch_id).snapshot().count(CrewState.RUNNING)
+            == 2
+        )
+    finally:
+        rt.close()  # stopped again before its crews finished: interrupted again
+    store = Store(url)
+    again = store.load(batch_id)
+    store.close()
+    assert again is not None and again.count(CrewState.INTERRUPTED) == 2
+    rt = Runtime.from_env()  # once: a batch resumed automatically is not resumed again
+    try:
+        assert rt.auto_resumed == []
+        with pytest.raises(UnknownBatchError):
+            rt.runner.batch(batch_id)
+    finally:
+        rt.close()

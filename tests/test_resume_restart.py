@@ -19,6 +19,7 @@ from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from crewdash.pricing import cost
 from crewdash.store import Store
 from tests.api_server import api_server
+from tests.test_store import postgres_url  # noqa: F401 - a schema of its own in PostgreSQL
 
 CREWS = Path(__file__).parent / "resume_crews"
 HOSTED_PRICE_MODEL = "gpt-4o-mini"  # the simulated cost: the demo's tokens at this price
@@ -162,3 +163,30 @@ def test_sigterm_then_resume_a_flow_skips_its_finished_steps(
     for crew in body["crews"]:
         bars = [s["name"] for s in crew["spans"] if s["kind"] == "step"]
         assert bars.count("outline (restored)") + bars.count("outline") == 1
+
+
+def test_on_postgresql_another_replica_resumes_a_killed_servers_batch(
+    tmp_path: Path, demo: DemoLLMServer, request: pytest.FixtureRequest
+) -> None:
+    """The checkpoints are in the database, not on the dead server's disk: a server with
+    another working folder resumes the batch."""
+    database = request.getfixturevalue("postgres_url")  # a schema of its own
+    topics = [f"replicated {i}" for i in range(8)]
+    env = server_env(demo, DATABASE_URL=database)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with api_server(tmp_path / "a", **env) as api:
+        with httpx.Client(base_url=api, timeout=30) as client:
+            batch_id = stop_mid_batch(database, client, "three_step", topics, signal.SIGKILL)
+    steps = steps_by_crew(database, batch_id)
+    with (
+        api_server(tmp_path / "b", **env) as api,
+        httpx.Client(base_url=api, timeout=30) as client,
+    ):
+        assert client.get("/healthz").json()["database"] == "postgresql"
+        before_resume = demo.stats.requests
+        _, body = resume_and_finish(client, batch_id)
+        resumed_calls = demo.stats.requests - before_resume
+    restored = check_resumed(body, steps, 3)
+    assert resumed_calls == 3 * len(topics) - restored
+    assert steps_by_crew(database, batch_id) == {}  # pruned as the crews ended
