@@ -175,6 +175,7 @@ class Settings(BaseSettings):
         False,
         alias="CREWDASH_AUTO_RESUME",
         description="resume, once, interrupted crews of stopped servers on start",
+        json_schema_extra={"readme_default": "0"},
     )
     runner: RunnerName = Field(
         "local",

@@ -268,9 +268,27 @@ class Store:
             session.add_all(_crew_row(snap.batch_id, c) for c in snap.crews)
 
     def save_crew(self, batch_id: str, crew: CrewSnapshot) -> None:
-        """Write one crew's state and spans; committed when this returns."""
+        """Write one crew's state and spans; committed when this returns. A crew's start
+        written late (a cancel or an interruption overtook it) never reopens its ending."""
         with Session(self.engine) as session, session.begin():
-            session.merge(_crew_row(batch_id, crew))
+            fresh = _crew_row(batch_id, crew)
+            if crew.state.final:
+                session.merge(fresh)
+            else:  # one conditional update: a read, then a write, would race the ending
+                values = {c.key: getattr(fresh, c.key) for c in CrewRow.__mapper__.column_attrs}
+                opened = (
+                    session.connection()
+                    .execute(
+                        update(CrewRow)
+                        .where(CrewRow.run_id == crew.run_id, CrewRow.state.in_(OPEN_STATES))
+                        .values(values)
+                    )
+                    .rowcount
+                )
+                if not opened:
+                    if session.get(CrewRow, crew.run_id) is not None:
+                        return  # it has ended meanwhile
+                    session.add(fresh)
             existing = {
                 row.key: row
                 for row in session.scalars(select(SpanRow).where(SpanRow.run_id == crew.run_id))
