@@ -290,7 +290,11 @@ class Runner:
         """Write the batch's end, late spans included (on shutdown close() has its deadline)."""
         if self.store is not None:
             await asyncio.to_thread(crewai_event_bus.flush, 1 if self._shutting_down else 10)
-            await self._persist(self.store.finish_batch, batch.snapshot())
+            snap = batch.snapshot()
+            await self._persist(self.store.finish_batch, snap)
+            # again after the flush: a late checkpoint of a crew that ended is pruned too
+            ended = [c.run_id for c in snap.crews if c.state is not CrewState.INTERRUPTED]
+            await self._persist(discard, self.store, ended)
 
     async def _persist(self, write: Callable[..., None], *args: Any) -> None:
         """A store write off the loop; a failing database is logged, the run goes on."""
@@ -447,7 +451,7 @@ class Runner:
         if self.store is not None:
             await self._persist(self.store.save_crew, batch.batch_id, ended)
             if ended.state is not CrewState.INTERRUPTED:  # only an interrupted crew resumes
-                await self._persist(discard, self.store, ended.run_id)
+                await self._persist(discard, self.store, [ended.run_id])
         batch.end(ended)
 
     def close(self, timeout: float = 5.0) -> None:
