@@ -128,7 +128,9 @@ def plan(store: Store, snap: BatchSnapshot, run_ids: Sequence[str] | None = None
         except CheckpointError as exc:
             plans.append(CrewPlan(crew.run_id, crew.topic, problem=str(exc)))
             continue
-        if saved is None and crew.tasks:  # stopped before (or while) its checkpoint was written
+        # a crew that recorded finished tasks but has no checkpoint (stopped before, or while,
+        # it was written); a Flow's tasks are its steps' crews', checkpointed with the step
+        if saved is None and crew.tasks and snap.kind not in FLOW_KINDS:
             done = len(crew.tasks)
             problem = f"its checkpoint is missing: no checkpoint holds its {done} finished tasks"
             plans.append(CrewPlan(crew.run_id, crew.topic, problem=problem))
