@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from crewdash.batch import CrewState
@@ -131,32 +131,37 @@ def test_an_unreadable_checkpoint_is_offered_a_rerun_not_resumed(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'history.db'}"
     first = runtime(url, demo)
-    batch_id, steps = interrupt_after_checkpoints(first, "three_step", ["a", "b"], at_least=1)
-    broken, fine = sorted(steps)
+    batch_id, steps = interrupt_after_checkpoints(first, "three_step", ["a", "b", "c"], 1)
+    broken, gone, fine = sorted(steps)
     store = Store(url)
     with store.engine.begin() as conn:
         conn.execute(
             update(CheckpointRow).where(CheckpointRow.run_id == broken).values(payload="{not json")
         )
+        conn.execute(delete(CheckpointRow).where(CheckpointRow.run_id == gone))
     second = runtime(url, demo)
     try:
         outcome = resume(second, batch_id)
         assert [p.run_id for p in outcome.resumed] == [fine]
-        assert [p.run_id for p in outcome.offers] == [broken]
-        assert "unreadable" in (outcome.offers[0].problem or "")
+        reasons = {p.run_id: p.problem or "" for p in outcome.offers}
+        assert "its checkpoint is unreadable" in reasons[broken]
+        assert "its checkpoint is missing" in reasons[gone]
         wait_done(second, batch_id)
         snap = second.runner.snapshot(batch_id)
         assert {c.run_id: c.state for c in snap.crews} == {
             fine: CrewState.SUCCEEDED,
             broken: CrewState.INTERRUPTED,
+            gone: CrewState.INTERRUPTED,
         }
         # the offer taken: a re-run from the start, nothing restored
-        again = resume(second, batch_id, from_start=[broken])
-        assert [p.run_id for p in again.resumed] == [broken] and again.restored_tasks == 0
+        again = resume(second, batch_id, from_start=[broken, gone])
+        assert {p.run_id for p in again.resumed} == {broken, gone}
+        assert again.restored_tasks == 0 and not again.offers
         wait_done(second, batch_id)
-        crew = second.runner.batch(batch_id).crew(broken)
-        assert crew.state is CrewState.SUCCEEDED
-        assert [t.restored for t in crew.tasks] == [False] * 3
+        for run_id in (broken, gone):
+            crew = second.runner.batch(batch_id).crew(run_id)
+            assert crew.state is CrewState.SUCCEEDED
+            assert [t.restored for t in crew.tasks] == [False] * 3
         with pytest.raises(ResumeError, match="no interrupted crews"):
             resume(second, batch_id)
     finally:
@@ -231,9 +236,14 @@ def test_the_cli_resumes_a_batch_and_the_exports_mark_restored_tasks(
         runtime(url, demo), "three_step", ["cli one", "cli two"], at_least=1
     )
     monkeypatch.setenv("DATABASE_URL", url)
-    assert main(["resume", batch_id]) == 0
+    one, other = sorted(steps)
+    assert main(["resume", batch_id, "--run-id", one]) == 0  # one crew
     out = capsys.readouterr().out
-    assert f"batch {batch_id}: 2 crews resumed, {sum(steps.values())} finished tasks kept" in out
+    assert f"batch {batch_id}: 1 crews resumed, {steps[one]} finished tasks kept" in out
+    assert main(["resume", batch_id]) == 0  # every interrupted one: the other
+    out = capsys.readouterr().out
+    assert f"batch {batch_id}: 1 crews resumed, {steps[other]} finished tasks kept" in out
+    assert f"{other} succeeded" in out
     assert main(["resume", batch_id]) == 2  # nothing left to resume: a plain error, no trace
     assert "has no interrupted crews" in capsys.readouterr().err
     store = Store(url)
