@@ -33,6 +33,7 @@ from crewdash.batch import BatchSnapshot
 from crewdash.blueprints import describe_blueprints, list_blueprints
 from crewdash.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS, outputs_dir
 from crewdash.errors import BatchElsewhereError, CrewdashError, TopicError, UnknownBatchError
+from crewdash.experiment_api import router as experiment_router
 from crewdash.exports import FORMATS, export
 from crewdash.run_context import crew_file
 from crewdash.runner import RunSettings
@@ -607,6 +608,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return _problem(exc)
 
+    app.include_router(experiment_router)
     _with_event_schemas(app)
     return app
 

@@ -6,6 +6,8 @@ crewdash run "AI agents" --blueprint my_flow --input audience=CTOs --fan-out top
 crewdash blueprints
 crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
 crewdash demo-llm --port 8001 --profile hosted
+crewdash experiment --variant name=fast,model=demo-fast --variant name=slow,model=demo-thorough \
+    --judge "concrete and sourced" "topic one" "topic two" --json grid.json
 
 `crewdash` is the installed command; `python -m crewdash` is the same from a checkout.
 """
@@ -31,6 +33,7 @@ from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL, outputs_dir
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
 from crewdash.errors import CrewdashError, SettingsError
 from crewdash.execution import Backend
+from crewdash.experiment_cli import add_parser as add_experiment_parser
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime, backend_from_env, demo_profile_from_env
@@ -325,6 +328,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     )
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
+    add_experiment_parser(sub, demo_options)
     return parser
 
 
