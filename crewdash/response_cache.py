@@ -133,6 +133,7 @@ class CachingTransport(httpx.BaseTransport):
         if response.status_code != 200:
             return response
         body = response.read()
+        response.close()  # the connection goes back to the pool; the copy below is in memory
         content_type = response.headers.get("content-type", "application/json")
         model, tokens = usage_of(body, content_type)
         if "event-stream" not in content_type:

@@ -175,7 +175,17 @@ def test_optional_shared_password(browser: Browser, tmp_path: Path) -> None:
 
 # Every URL a user could type on a freshly started server: the pages, the entry script's name,
 # and the names of modules that once sat in `pages/` and were served as pages.
-DIRECT_URLS = ["/", "/run", "/history", "/bench", "/pitfalls", "/app", "/session", "/batch_view"]
+DIRECT_URLS = [
+    "/",
+    "/run",
+    "/history",
+    "/experiments",
+    "/bench",
+    "/pitfalls",
+    "/app",
+    "/session",
+    "/batch_view",
+]
 SECRET_TOPIC = "quarterly merger plans of Initech"
 
 
