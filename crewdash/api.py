@@ -118,6 +118,9 @@ class BatchRequest(BaseModel):
         default=None,
         description="The input each topic fills (default: `topic`, else the only input).",
     )
+    cache: bool = Field(
+        default=False, description="Answer model calls identical to earlier ones from the cache."
+    )
 
     @field_validator("blueprint")
     @classmethod
@@ -353,6 +356,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             llm=runtime.default_settings.llm,
             max_concurrency=limit,
             crew_timeout_s=getattr(body, "crew_timeout_s", None),
+            response_cache=getattr(body, "cache", False),
         )
         blueprint = getattr(body, "blueprint", DEFAULT_BLUEPRINT)
         batch_id = await asyncio.to_thread(

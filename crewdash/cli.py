@@ -91,7 +91,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     try:
         settings = RunSettings(
-            llm=runtime.default_settings.llm, max_concurrency=args.max_concurrency
+            llm=runtime.default_settings.llm,
+            max_concurrency=args.max_concurrency,
+            response_cache=args.cache,
         )
         if settings.llm.is_demo:
             runtime.warm_up().result(60)  # one-off process costs stay out of the timings
@@ -293,6 +295,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     run.add_argument("--max-concurrency", type=int, default=100)
     run.add_argument("--json", help="write the figures to this JSON file")
     run.add_argument("--no-history", action="store_true", help="do not record the batch")
+    run.add_argument("--cache", action="store_true", help="answer repeated calls from the cache")
     demo_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -328,7 +331,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     )
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
-    add_experiment_parser(sub, demo_options)
+    add_experiment_parser(sub, demo_options, _profile)
     return parser
 
 

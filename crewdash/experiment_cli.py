@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from crewdash.demo_llm import LatencyProfile
 from crewdash.experiments import build_spec, cell_text, parse_variant
 from crewdash.llm import default_llm_settings
 from crewdash.runner import RunSettings
@@ -21,7 +22,6 @@ from crewdash.wire import ExperimentDetail
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from crewdash.cli import _profile  # the run command's demo options, read the same way
     from crewdash.runtime import Runtime, backend_from_env
 
     raw: list[str] = list(args.topics)
@@ -41,7 +41,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     backend = backend_from_env()
     try:
         store = None if args.no_history else Store()
-        runtime = Runtime(settings, _profile(args), store, backend=backend)
+        runtime = Runtime(settings, args.profile_of(args), store, backend=backend)
     except BaseException:
         backend.close()
         raise
@@ -77,9 +77,12 @@ def _n(value: float | None, places: int) -> str:
 
 
 def add_parser(
-    sub: Any, demo_options: Callable[[argparse.ArgumentParser], None]
+    sub: Any,
+    demo_options: Callable[[argparse.ArgumentParser], None],
+    profile_of: Callable[[argparse.Namespace], LatencyProfile],
 ) -> argparse.ArgumentParser:
-    """The `experiment` subcommand on the CLI's subparsers."""
+    """The `experiment` subcommand on the CLI's subparsers; `demo_options` and `profile_of`
+    are the run command's demo model options and how it reads them."""
     exp: argparse.ArgumentParser = sub.add_parser(
         "experiment", help="run the same topics through 2 to 6 variants at once, side by side"
     )
@@ -99,5 +102,5 @@ def add_parser(
     exp.add_argument("--json", help="write the grid (cells[] and variants[]) to this JSON file")
     exp.add_argument("--no-history", action="store_true", help="do not record the experiment")
     demo_options(exp)
-    exp.set_defaults(func=cmd_experiment)
+    exp.set_defaults(func=cmd_experiment, profile_of=profile_of)
     return exp

@@ -84,7 +84,8 @@ def test_the_api_gives_the_clis_figures(api: httpx.Client, cli_run: dict[str, An
     ("variants", "status", "message"),
     [
         ([{"name": f"v{i}", "temperature": i / 10} for i in range(7)], 400, "got 7"),
-        ([{"name": "a", "model": "demo-fast"}, {"name": "b", "model": "demo-fast"}], 400, "identical"),
+        ([{"name": "a", "model": "demo-fast"}, {"name": "b", "model": "demo-fast"}], 400,
+         "identical"),
         ([{"name": "a"}, {"name": "b", "provider": "acme"}], 400, "unknown provider 'acme'"),
         ([{"name": "a"}, {"name": "b", "model": "gpt-9"}], 400, "has no model 'gpt-9'"),
         ([{"name": "a"}, {"name": "b", "blueprint": "nope"}], 400, "no blueprint named 'nope'"),

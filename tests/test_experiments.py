@@ -233,3 +233,17 @@ def test_the_demo_models_are_listed(rt: Runtime) -> None:
 def test_the_judge_blueprint_is_a_crew_like_any_other() -> None:
     path = Path(__file__).resolve().parent.parent / "crews" / "judge" / "config" / "tasks.yaml"
     assert "{rubric}" in path.read_text() and "{answer}" in path.read_text()
+
+
+def test_an_ordinary_batch_opts_in_to_the_cache_per_run(rt: Runtime) -> None:
+    cached = RunSettings(response_cache=True)
+    first = rt.runner.submit("research", ["plain cached topic"], cached)
+    assert rt.runner.batch(first).wait(60)
+    before = requests(rt)
+    again = rt.runner.submit("research", ["plain cached topic"], cached)
+    assert rt.runner.batch(again).wait(60)
+    assert requests(rt) == before
+    assert rt.runner.snapshot(again).crews[0].result == rt.runner.snapshot(first).crews[0].result
+    uncached = rt.runner.submit("research", ["plain cached topic"], RunSettings())
+    assert rt.runner.batch(uncached).wait(60)
+    assert requests(rt) == before + 1  # without the opt-in the model answers again
