@@ -345,6 +345,12 @@ class Grid:
         return sum(v.saved_usd or 0.0 for v in self.variants)
 
 
+def _round(value: float | None, places: int) -> float | None:
+    """Figures are rounded once, here, so the page, the exports, the API and the CLI agree to
+    the last digit they show."""
+    return None if value is None else round(value, places)
+
+
 def p95(values: Sequence[float]) -> float | None:
     """The nearest-rank 95th percentile (the value 95 % of cells are at or under)."""
     if not values:
@@ -387,9 +393,9 @@ def _cell(
         variant=variant.name,
         run_id=crew.run_id,
         state=crew.state.value,
-        latency_s=crew.duration if final else None,
+        latency_s=_round(crew.duration if final else None, 3),
         tokens=crew.tokens.total,
-        cost_usd=cost(variant.model_name, crew.tokens),
+        cost_usd=_round(cost(variant.model_name, crew.tokens), 8),
         score=notes.score,
         reason=notes.reason,
         judge=judge,
@@ -399,7 +405,7 @@ def _cell(
         answer=crew.result,
         error=crew.error,
         cache_hits=hits,
-        saved_usd=cost(variant.model_name, cached) if hits else 0.0,
+        saved_usd=_round(cost(variant.model_name, cached), 8) if hits else 0.0,
     )
 
 
@@ -417,15 +423,17 @@ def _summary(variant: Variant, cells: Sequence[Cell]) -> VariantSummary:
         temperature=variant.temperature,
         cells=len(cells),
         succeeded=len(ok),
-        success_rate=len(ok) / len(cells) if cells else 0.0,
-        median_latency_s=statistics.median(latencies) if latencies else None,
+        success_rate=round(len(ok) / len(cells), 4) if cells else 0.0,
+        median_latency_s=_round(statistics.median(latencies) if latencies else None, 3),
         p95_latency_s=p95(latencies),
         tokens=sum(c.tokens for c in cells),
-        cost_usd=None if any(c is None for c in costs) else sum(c or 0.0 for c in costs),
-        mean_score=statistics.fmean(scores) if scores else None,
+        cost_usd=None if any(c is None for c in costs) else _round(sum(c or 0.0 for c in costs), 8),
+        mean_score=_round(statistics.fmean(scores) if scores else None, 2),
         scored=len(scores),
         cache_hits=sum(c.cache_hits for c in cells),
-        saved_usd=None if any(s is None for s in saved) else sum(s or 0.0 for s in saved),
+        saved_usd=None
+        if any(s is None for s in saved)
+        else _round(sum(s or 0.0 for s in saved), 8),
     )
 
 

@@ -214,7 +214,20 @@ st.caption(
     + (" · response cache on" if spec.cache else "")
     + (f" · re-run of `{spec.rerun_of}`" if spec.rerun_of else "")
 )
+if not first.done and experiment_id in rt.runner.batch_ids():
+    st.button(
+        "Cancel the cells still running",
+        icon=":material/stop_circle:",
+        key="experiments.cancel",
+        on_click=lambda: rt.runner.request_cancel(experiment_id),
+    )
 poll_until_done(first, lambda: experiments.grid(experiment_id), draw, every_s=REFRESH_SECONDS)
+st.page_link(
+    "pages/history.py",
+    label="Timeline of every crew and model call (cached calls in green) in the History",
+    icon=":material/timeline:",
+    query_params={"batch": experiment_id},
+)
 
 grid = experiments.grid(experiment_id)
 st.markdown("#### Compare one topic across variants")

@@ -155,6 +155,15 @@ def test_the_page_shows_the_same_figures(page_runtime: None, cli_run: dict[str, 
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Grid as CSV", "Grid as Markdown"]
 
+    experiment_id = cli_run["experiment_id"]  # mark the first topic's thorough cell as good
+    at.radio(key=f"experiments.markv.{experiment_id}.1").set_value("good")
+    at.text_input(key=f"experiments.note.{experiment_id}.1").input("the best one")
+    next(b for b in at.button if b.label == "Save mark" and b.form_id.endswith(".1")).click().run()
+    assert not at.exception
+    cell = runtime().experiments.grid(experiment_id).cells[1]
+    assert (cell.variant, cell.mark, cell.note) == ("thorough", "good", "the best one")
+    assert "good" in at.table[0].value.loc["cli alpha", "thorough"]
+
 
 def test_the_page_refuses_bad_variants_and_starts_good_ones(page_runtime: None) -> None:
     at = AppTest.from_file(APP, default_timeout=30)
@@ -171,4 +180,9 @@ def test_the_page_refuses_bad_variants_and_starts_good_ones(page_runtime: None) 
     at.button[0].click().run()
     assert not at.exception and not at.error
     experiment_id = at.query_params["experiment"]
-    assert runtime().experiments.wait(experiment_id, 60).done
+    cancel = [b for b in at.button if b.label == "Cancel the cells still running"]
+    assert cancel, "no cancel while the experiment runs"
+    cancel[0].click().run()
+    assert not at.exception
+    grid = runtime().experiments.wait(experiment_id, 60)
+    assert grid.done and {c.state for c in grid.cells} <= {"succeeded", "cancelled"}
