@@ -46,6 +46,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         backend.close()
         raise
     try:
+        if settings.llm.is_demo:
+            runtime.warm_up().result(60)  # one-off process costs stay out of the timings
         experiment_id = runtime.experiments.start(spec, settings.llm, source="cli")
         print(f"experiment {experiment_id}: {len(spec.topics)} topics × "
               f"{len(spec.variants)} variants", file=sys.stderr)  # fmt: skip

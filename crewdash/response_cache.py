@@ -27,6 +27,7 @@ from crewdash.batch import Batch, TokenUsage
 log = logging.getLogger(__name__)
 
 CACHE_HEADER = "x-crewdash-cache"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _DROPPED_HEADERS = {"content-encoding", "content-length", "transfer-encoding", "connection"}
 
 
@@ -69,6 +70,14 @@ def install_store(store: ResponseStore | None) -> None:
 
 def installed_store() -> ResponseStore | None:
     return _store
+
+
+def endpoint(url: httpx.URL) -> str:
+    """The endpoint as the cache sees it: a server on this machine without its port, because
+    the demo model listens on a free port that changes with every process."""
+    if url.host in _LOOPBACK:
+        return f"{url.scheme}://local{url.path}"
+    return f"{url.scheme}://{url.netloc.decode()}{url.path}"
 
 
 def request_key(url: str, body: bytes) -> str:
@@ -114,7 +123,7 @@ class CachingTransport(httpx.BaseTransport):
         scope, store = cache_scope.get(), _store
         if scope is None or store is None or request.method != "POST":
             return self.inner.handle_request(request)
-        key = request_key(str(request.url), request.read())
+        key = request_key(endpoint(request.url), request.read())
         try:
             hit = store.get(key)
         except Exception as exc:  # noqa: BLE001 - the cache is an optimisation only

@@ -223,7 +223,7 @@ def test_every_url_asks_for_the_password_on_a_fresh_server(
         expect(nav).to_be_visible(timeout=30_000)
         # each link's text is its icon's name, then its title
         links = sorted(t.split()[-1] for t in nav.locator("a").all_inner_texts())
-        assert links == ["Benchmark", "History", "Pitfalls", "Run"]  # no helper is a page
+        assert links == ["Benchmark", "Experiments", "History", "Pitfalls", "Run"]  # no helper
         if path == "/history":
             expect(page.get_by_role("heading", name="History")).to_be_visible(timeout=30_000)
         page.close()

@@ -247,3 +247,15 @@ def test_an_ordinary_batch_opts_in_to_the_cache_per_run(rt: Runtime) -> None:
     uncached = rt.runner.submit("research", ["plain cached topic"], RunSettings())
     assert rt.runner.batch(uncached).wait(60)
     assert requests(rt) == before + 1  # without the opt-in the model answers again
+
+
+def test_the_cache_key_ignores_a_local_servers_port_and_the_bodys_key_order() -> None:
+    from crewdash.response_cache import endpoint, request_key
+
+    a = endpoint(httpx.URL("http://127.0.0.1:40001/v1/chat/completions"))
+    b = endpoint(httpx.URL("http://localhost:52002/v1/chat/completions"))
+    assert a == b  # the demo model's port changes with every process
+    remote = endpoint(httpx.URL("https://api.openai.com/v1/chat/completions"))
+    assert remote == "https://api.openai.com/v1/chat/completions" != a
+    assert request_key(a, b'{"model": "m", "n": 1}') == request_key(b, b'{"n":1,"model":"m"}')
+    assert request_key(a, b'{"model": "m"}') != request_key(a, b'{"model": "n"}')
