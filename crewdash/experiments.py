@@ -34,7 +34,7 @@ from crewdash.errors import (
 from crewdash.execution import CrewJob, blueprint_builder, run_crew
 from crewdash.experiment_store import CellNotes, ExperimentStore
 from crewdash.exports import csv_text
-from crewdash.llm import DEFAULT_MODELS, PROVIDERS, LLMSettings, build_llm
+from crewdash.llm import DEFAULT_MODELS, KEY_VARIABLES, PROVIDERS, LLMSettings, build_llm
 from crewdash.pricing import cost
 from crewdash.runner import CrewPlan, Runner, RunSettings
 from crewdash.store import Store
@@ -237,6 +237,9 @@ def check_spec(
                 f"variant {v.name!r}: the demo provider has no model {v.model_name!r}; use one "
                 f"of {', '.join(DEMO_MODELS)}"
             )
+        if v.provider in KEY_VARIABLES and not _llm(v, base).with_environment_key().api_key:
+            keys = " or ".join(KEY_VARIABLES[v.provider])
+            raise ExperimentError(f"variant {v.name!r}: {v.provider} needs an API key ({keys})")
         if v.temperature is not None and not 0.0 <= v.temperature <= 2.0:
             raise ExperimentError(f"variant {v.name!r}: temperature must be between 0 and 2")
         if v.choice in choices:
@@ -668,6 +671,9 @@ class Experiments:
         live = _Live(spec)
         with self._lock:
             self._live[batch_id] = live
+            known = set(self.runner.batch_ids())  # forget what the runner forgot (the store has it)
+            for old in [i for i in self._live if i not in known]:
+                del self._live[old]
         if self.store is not None:
             snap = self.runner.snapshot(batch_id)
             try:
@@ -774,6 +780,8 @@ class Experiments:
         """Judge each answer as soon as it exists, concurrently with the crews still running."""
         batch = self.runner.batch(batch_id)
         tasks: list[asyncio.Task[None]] = []
+        # judges run beside the crews, at most as many at once as the batch's crews may
+        room = asyncio.Semaphore(batch.snapshot().max_concurrency)
         try:
             while True:
                 snap = batch.snapshot()
@@ -782,7 +790,8 @@ class Experiments:
                         with self._lock:
                             live.judged.add(crew.index)
                             live.judging.add(crew.index)
-                        task = asyncio.create_task(self._judge_one(batch_id, live, judge, crew))
+                        judging = self._judge_one(batch_id, live, judge, crew, room)
+                        task = asyncio.create_task(judging)
                         tasks.append(task)
                 if snap.done:
                     break
@@ -794,11 +803,17 @@ class Experiments:
             live.judge_done = True
 
     async def _judge_one(
-        self, batch_id: str, live: _Live, judge: BaseBlueprint, crew: CrewSnapshot
+        self,
+        batch_id: str,
+        live: _Live,
+        judge: BaseBlueprint,
+        crew: CrewSnapshot,
+        room: asyncio.Semaphore,
     ) -> None:
         spec = live.spec
         try:
-            score, reason, error = await self._verdict(spec, judge, crew)
+            async with room:
+                score, reason, error = await self._verdict(spec, judge, crew)
         except asyncio.CancelledError:
             score, reason, error = None, None, "the judge was stopped"
             raise

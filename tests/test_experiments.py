@@ -79,6 +79,14 @@ def test_bad_variants_get_one_message_and_start_nothing(
     assert rt.runner.batch_ids() == before
 
 
+def test_a_provider_without_its_key_is_refused_before_anything_starts(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ExperimentError, match="variant 'x': anthropic needs an API key"):
+        start(rt, ["anything"], [FAST, "name=x,provider=anthropic"])
+
+
 def test_judge_verdicts_are_read_or_refused() -> None:
     assert parse_verdict("SCORE: 8\nREASON: thorough") == (8, "thorough", None)
     assert parse_verdict("**SCORE:** 10") == (10, "(no reason given)", None)
