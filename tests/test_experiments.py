@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from crewdash.charts import timeline_figure
 from crewdash.demo_llm import LatencyProfile
 from crewdash.experiments import (
     ExperimentError,
@@ -171,7 +172,9 @@ def test_a_rerun_with_the_cache_calls_the_model_only_for_what_changed(rt: Runtim
         c.score for c in rt.experiments.grid(first).cells if c.variant == "fast"
     ]
     cached = rt.runner.snapshot(changed).crews[0].spans
-    assert [s.kind for s in cached].count("cache") == 1  # marked in the timeline
+    assert [s.kind for s in cached].count("cache") == 1
+    bars = {t.name: t for t in timeline_figure(rt.runner.snapshot(changed)).data}
+    assert len(bars["cached answer"].y) == 2  # the fast crews' calls, marked in the timeline
     assert rt.runner.snapshot(changed).crews[0].tokens.total > 0  # as answered, not spent
 
     before = requests(rt)

@@ -41,6 +41,7 @@ def test_a_judged_grid_fills_live_and_its_summary_matches_the_store(
         page.get_by_label("Topics (one per line)").fill("\n".join(TOPICS))
         page.get_by_label("Variants (one per line)").fill(VARIANTS)
         page.get_by_label("Judge rubric").fill("Specific, complete and concrete")
+        page.get_by_text("Response cache: answer identical model calls").click()
         expect(page.get_by_label("Topics (one per line)")).to_have_value("\n".join(TOPICS))
         page.get_by_role("button", name="Start experiment").click()
 
@@ -70,6 +71,14 @@ def test_a_judged_grid_fills_live_and_its_summary_matches_the_store(
             cells = [c.strip() for c in row.locator("th, td").all_inner_texts()]
             rows[cells[0]] = cells
         assert {"fast", "base", "thorough"} <= set(rows), summary.inner_text()
+
+        # the same experiment again with the cache on: every call is answered from the store
+        page.get_by_role("button", name="Re-run (cache on)").click()
+        expect(page.get_by_text("re-run of")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Finished.")).to_be_visible(timeout=60_000)
+        cached = page.locator("[data-testid='stMetric']").filter(has_text="From the cache")
+        expect(cached).to_contain_text("15 calls")
+        expect(page.locator(SUMMARY)).to_contain_text("100%")
         page.close()
 
     store = Store(f"sqlite:///{tmp_path / 'history.db'}")
