@@ -8,7 +8,8 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 
 from crewdash.errors import UnknownBatchError
-from crewdash.experiments import Variant, build_spec, export_grid
+from crewdash.experiment_exports import export_grid
+from crewdash.experiments import Variant, build_spec
 from crewdash.runtime import Runtime
 from crewdash.wire import (
     CellMark,

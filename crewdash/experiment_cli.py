@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from crewdash.demo_llm import LatencyProfile
-from crewdash.experiments import build_spec, cell_text, parse_variant
+from crewdash.experiment_exports import cell_text
+from crewdash.experiments import build_spec, parse_variant
 from crewdash.llm import default_llm_settings
 from crewdash.runner import RunSettings
 from crewdash.store import Store

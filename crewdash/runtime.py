@@ -22,8 +22,8 @@ from crewdash.config import (
 from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
 from crewdash.errors import SettingsError, UnknownBatchError, describe_error
 from crewdash.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
+from crewdash.experiment_runner import Experiments
 from crewdash.experiment_store import StoredResponses
-from crewdash.experiments import Experiments
 from crewdash.jobs import JobRunner
 from crewdash.llm import LLMSettings, default_llm_settings
 from crewdash.pricing import check_prices_file

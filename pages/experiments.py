@@ -9,15 +9,8 @@ from crewdash.blueprints import list_blueprints
 from crewdash.demo_models import DEMO_MODELS
 from crewdash.errors import CrewdashError, UnknownBatchError
 from crewdash.experiment_charts import latency_by_variant, score_by_variant
-from crewdash.experiments import (
-    MAX_VARIANTS,
-    ExperimentSpec,
-    Grid,
-    build_spec,
-    cell_text,
-    export_grid,
-    parse_variant,
-)
+from crewdash.experiment_exports import cell_text, export_grid
+from crewdash.experiments import MAX_VARIANTS, ExperimentSpec, Grid, build_spec, parse_variant
 from ui.batch_view import REFRESH_SECONDS
 from ui.polling import poll_until_done
 from ui.session import llm_settings, require_login, run_settings, runtime, state

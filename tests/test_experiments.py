@@ -15,13 +15,12 @@ import pytest
 
 from crewdash.charts import timeline_figure
 from crewdash.demo_llm import LatencyProfile
+from crewdash.experiment_exports import cell_text, export_grid
+from crewdash.experiment_runner import Experiments
 from crewdash.experiments import (
     ExperimentError,
-    Experiments,
     Variant,
     build_spec,
-    cell_text,
-    export_grid,
     p95,
     parse_variant,
     parse_verdict,
