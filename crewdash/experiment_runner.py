@@ -77,6 +77,7 @@ class Experiments:
             source=source,
             label="experiment",
             model_label=f"experiment: {names}",
+            model="",  # one batch, many models: its costs are per variant, in the grid
             notes=(f"experiment of {len(spec.variants)} variants: {names}",),
         )
         live = _Live(spec)

@@ -172,6 +172,7 @@ class Runner:
         label: str,
         kind: str = "yaml",
         model_label: str | None = None,
+        model: str | None = None,
     ) -> str:
         """Start one crew per plan (each with its own blueprint and model) as one batch, under
         the batch's `settings.max_concurrency`; returns the batch id at once."""
@@ -187,7 +188,7 @@ class Runner:
             model_label=settings.llm.label if model_label is None else model_label,
             max_concurrency=min(settings.max_concurrency, self.max_concurrency),
             notes=notes,
-            model=settings.llm.model,
+            model=settings.llm.model if model is None else model,
             inputs=[p.inputs for p in plans],
             kind=kind,
         )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from crewdash.batch import BatchState, CrewState, batch_state, topics_preview
+from crewdash.config import DEFAULT_BLUEPRINT
 from crewdash.pricing import batch_cost, crew_cost
 
 if TYPE_CHECKING:
@@ -419,7 +420,7 @@ class VariantChoice(WireModel):
     provider: str = "demo"
     model: str = ""
     temperature: float | None = None
-    blueprint: str = "research"
+    blueprint: str = DEFAULT_BLUEPRINT
     inputs: dict[str, str] = Field(default_factory=dict, max_length=100)
 
 
