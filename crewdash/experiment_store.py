@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, select, update
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -54,7 +54,6 @@ class CacheRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    hits: Mapped[int] = mapped_column(Integer, default=0)
 
 
 @dataclass(frozen=True)
@@ -111,18 +110,17 @@ class ExperimentStore:
 
 
 class StoredResponses:
-    """The response cache's table: one row per distinct request, counting its hits."""
+    """The response cache's table: one row per distinct request."""
 
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
 
     def get(self, key: str) -> CachedResponse | None:
-        with Session(self.engine) as session, session.begin():
+        """A read only: many crews hit the cache at once, and SQLite serialises writers."""
+        with Session(self.engine) as session:
             row = session.get(CacheRow, key)
             if row is None:
                 return None
-            counted = update(CacheRow).where(CacheRow.key == key)
-            session.execute(counted.values(hits=CacheRow.hits + 1))
             tokens = TokenUsage(row.prompt_tokens, row.completion_tokens, row.total_tokens)
             return CachedResponse(row.body.encode("utf-8"), row.content_type, row.model, tokens)
 
@@ -139,7 +137,6 @@ class StoredResponses:
                         prompt_tokens=response.tokens.prompt,
                         completion_tokens=response.tokens.completion,
                         total_tokens=response.tokens.total,
-                        hits=0,
                     )
                 )
         except IntegrityError:

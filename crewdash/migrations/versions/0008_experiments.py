@@ -48,7 +48,6 @@ def upgrade() -> None:
         sa.Column("prompt_tokens", sa.Integer, nullable=False, server_default="0"),
         sa.Column("completion_tokens", sa.Integer, nullable=False, server_default="0"),
         sa.Column("total_tokens", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("hits", sa.Integer, nullable=False, server_default="0"),
     )
 
 
