@@ -154,6 +154,7 @@ def test_the_page_shows_the_same_figures(page_runtime: None, cli_run: dict[str, 
         assert row["success"] == "100%"
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Grid as CSV", "Grid as Markdown"]
+    assert len(at.get("plotly_chart")) == 2  # latency and score by variant
 
     experiment_id = cli_run["experiment_id"]  # mark the first topic's thorough cell as good
     at.radio(key=f"experiments.markv.{experiment_id}.1").set_value("good")
