@@ -165,6 +165,23 @@ def test_the_page_shows_the_same_figures(page_runtime: None, cli_run: dict[str, 
     assert (cell.variant, cell.mark, cell.note) == ("thorough", "good", "the best one")
     assert "good" in at.table[0].value.loc["cli alpha", "thorough"]
 
+    # "Edit as a new experiment" fills the form with this one, to change a variant and run it
+    next(b for b in at.button if b.label == "Edit as a new experiment").click().run()
+    assert at.text_area(key="experiments.topics").value == "cli alpha\ncli beta"
+    assert at.text_area(key="experiments.variants").value.splitlines() == [
+        "name=fast,provider=demo,model=demo-fast,blueprint=research",
+        "name=thorough,provider=demo,model=demo-thorough,blueprint=research",
+    ]
+    assert at.text_area(key="experiments.rubric").value == "Concrete"
+
+    history = AppTest.from_file(APP, default_timeout=30)
+    history.switch_page("pages/history.py")
+    history.query_params["batch"] = experiment_id
+    history.run()
+    assert not history.exception
+    links = [link.label for link in history.get("page_link")]
+    assert "This batch is an experiment: open it as its grid" in links
+
 
 def test_the_page_refuses_bad_variants_and_starts_good_ones(page_runtime: None) -> None:
     at = AppTest.from_file(APP, default_timeout=30)
