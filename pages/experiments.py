@@ -155,7 +155,7 @@ def grid_table(grid: Grid) -> pd.DataFrame:
 
 def summary_table(grid: Grid) -> pd.DataFrame:
     def n(value: float | None, places: int) -> str:
-        return "-" if value is None else f"{value:.{places}f}"
+        return "—" if value is None else f"{value:.{places}f}"  # a bare "-" renders as a bullet
 
     return pd.DataFrame(
         [
@@ -242,6 +242,8 @@ for v, column in enumerate(columns):
             st.markdown(cell.answer)
         elif cell.error:
             st.error(cell.error, icon=":material/error:")
+        if cell.state in ("queued", "running"):
+            continue  # marks are for answers
         with st.form(f"experiments.mark.{experiment_id}.{cell.index}", border=True):
             marks = [None, "good", "bad"]
             mark = st.radio(
