@@ -190,11 +190,11 @@ class Experiments:
 
     async def _judge_all(self, batch_id: str, live: _Live, judge: BaseBlueprint) -> None:
         """Judge each answer as soon as it exists, concurrently with the crews still running."""
-        batch = self.runner.batch(batch_id)
         tasks: list[asyncio.Task[None]] = []
-        # judges run beside the crews, at most as many at once as the batch's crews may
-        room = asyncio.Semaphore(batch.snapshot().max_concurrency)
         try:
+            batch = self.runner.batch(batch_id)
+            # judges run beside the crews, at most as many at once as the batch's crews may
+            room = asyncio.Semaphore(batch.snapshot().max_concurrency)
             while True:
                 snap = batch.snapshot()
                 for crew in snap.crews:
