@@ -100,11 +100,18 @@ def blueprint_version(blueprint: BaseBlueprint) -> str:
     return f"other:{blueprint.name}"
 
 
-def settings_json(llm: LLMSettings, max_concurrency: int, crew_timeout_s: float | None) -> str:
+def settings_json(
+    llm: LLMSettings, max_concurrency: int, crew_timeout_s: float | None, response_cache: bool
+) -> str:
     """The run settings as stored: everything but the key (taken from the environment again)."""
     values = {k: v for k, v in asdict(llm).items() if k != "api_key"}
     return json.dumps(
-        {"llm": values, "max_concurrency": max_concurrency, "crew_timeout_s": crew_timeout_s}
+        {
+            "llm": values,
+            "max_concurrency": max_concurrency,
+            "crew_timeout_s": crew_timeout_s,
+            "response_cache": response_cache,
+        }
     )
 
 
@@ -115,6 +122,7 @@ def record_batch(
     llm: LLMSettings,
     max_concurrency: int,
     crew_timeout_s: float | None,
+    response_cache: bool = False,
 ) -> None:
     """Keep what resuming this batch needs, beside its history row."""
     with Session(store.engine) as session, session.begin():
@@ -122,7 +130,7 @@ def record_batch(
             ResumeBatchRow(
                 batch_id=batch_id,
                 version=blueprint_version(blueprint),
-                settings=settings_json(llm, max_concurrency, crew_timeout_s),
+                settings=settings_json(llm, max_concurrency, crew_timeout_s, response_cache),
             )
         )
 

@@ -7,6 +7,8 @@ crewdash blueprints
 crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
 crewdash demo-llm --port 8001 --profile hosted
 crewdash resume BATCH_ID [--run-id RUN_ID] [--from-start RUN_ID]
+crewdash experiment --variant name=fast,model=demo-fast --variant name=slow,model=demo-thorough \
+    --judge "concrete and sourced" "topic one" "topic two" --json grid.json
 
 `crewdash` is the installed command; `python -m crewdash` is the same from a checkout.
 """
@@ -32,6 +34,7 @@ from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL, outputs_dir
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
 from crewdash.errors import CrewdashError, SettingsError
 from crewdash.execution import Backend
+from crewdash.experiment_cli import add_parser as add_experiment_parser
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.resume import add_command as add_resume_command
 from crewdash.runner import RunSettings
@@ -90,7 +93,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     try:
         settings = RunSettings(
-            llm=runtime.default_settings.llm, max_concurrency=args.max_concurrency
+            llm=runtime.default_settings.llm,
+            max_concurrency=args.max_concurrency,
+            response_cache=args.cache,
         )
         if settings.llm.is_demo:
             runtime.warm_up().result(60)  # one-off process costs stay out of the timings
@@ -292,6 +297,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     run.add_argument("--max-concurrency", type=int, default=100)
     run.add_argument("--json", help="write the figures to this JSON file")
     run.add_argument("--no-history", action="store_true", help="do not record the batch")
+    run.add_argument("--cache", action="store_true", help="answer repeated calls from the cache")
     demo_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -328,6 +334,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
     add_resume_command(sub)
+    add_experiment_parser(sub, demo_options, _profile)
     return parser
 
 

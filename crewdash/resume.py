@@ -46,7 +46,7 @@ class ResumeError(CrewdashError):
 
 
 @dataclass(frozen=True)
-class CrewPlan:
+class CrewResume:
     """How one interrupted crew would continue."""
 
     run_id: str
@@ -64,8 +64,8 @@ class ResumeOutcome:
     """What a resume started, and what it offers to re-run from the start instead."""
 
     batch_id: str
-    resumed: tuple[CrewPlan, ...] = ()
-    offers: tuple[CrewPlan, ...] = ()
+    resumed: tuple[CrewResume, ...] = ()
+    offers: tuple[CrewResume, ...] = ()
 
     @property
     def restored_tasks(self) -> int:
@@ -90,7 +90,9 @@ def interrupted(snap: BatchSnapshot) -> list[CrewSnapshot]:
     return [c for c in snap.crews if c.state is CrewState.INTERRUPTED]
 
 
-def plan(store: Store, snap: BatchSnapshot, run_ids: Sequence[str] | None = None) -> list[CrewPlan]:
+def plan(
+    store: Store, snap: BatchSnapshot, run_ids: Sequence[str] | None = None
+) -> list[CrewResume]:
     """How each interrupted crew (of `run_ids`, or all) would continue, without starting any.
     Raises `ResumeError` for a crew named that is not interrupted."""
     crews = interrupted(snap)
@@ -109,7 +111,10 @@ def plan(store: Store, snap: BatchSnapshot, run_ids: Sequence[str] | None = None
         record = session.get(ResumeBatchRow, snap.batch_id)
     common: str | None = None
     if record is None:
-        common = "this batch ran before crewdash kept checkpoints"
+        common = (
+            "crewdash kept no run settings for this batch (it ran before resume existed, "
+            "or is an experiment's, whose crews differ)"
+        )
     else:
         try:
             current = blueprint_version(load_blueprint(snap.blueprint))
@@ -121,21 +126,21 @@ def plan(store: Store, snap: BatchSnapshot, run_ids: Sequence[str] | None = None
     plans = []
     for crew in crews:
         if common is not None:
-            plans.append(CrewPlan(crew.run_id, crew.topic, problem=common))
+            plans.append(CrewResume(crew.run_id, crew.topic, problem=common))
             continue
         try:
             saved = load(store, crew.run_id, snap.kind)
         except CheckpointError as exc:
-            plans.append(CrewPlan(crew.run_id, crew.topic, problem=str(exc)))
+            plans.append(CrewResume(crew.run_id, crew.topic, problem=str(exc)))
             continue
         # a crew that recorded finished tasks but has no checkpoint (stopped before, or while,
         # it was written); a Flow's tasks are its steps' crews', checkpointed with the step
         if saved is None and crew.tasks and snap.kind not in FLOW_KINDS:
             done = len(crew.tasks)
             problem = f"its checkpoint is missing: no checkpoint holds its {done} finished tasks"
-            plans.append(CrewPlan(crew.run_id, crew.topic, problem=problem))
+            plans.append(CrewResume(crew.run_id, crew.topic, problem=problem))
             continue
-        plans.append(CrewPlan(crew.run_id, crew.topic, restore=saved))
+        plans.append(CrewResume(crew.run_id, crew.topic, restore=saved))
     return plans
 
 
@@ -150,6 +155,7 @@ def _settings(store: Store, batch_id: str, fallback: RunSettings) -> RunSettings
         llm=LLMSettings(**data["llm"]),
         max_concurrency=data["max_concurrency"],
         crew_timeout_s=data["crew_timeout_s"],
+        response_cache=data.get("response_cache", False),
     )
 
 
