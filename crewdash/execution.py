@@ -38,7 +38,6 @@ CrewBuilder = Callable[[], Crew | Flow[Any]]
 # hops (event-bus flushes, memory drains).
 EXECUTOR_HEADROOM = 8
 Started = Callable[[CrewSnapshot], Awaitable[None]]
-ZERO = TokenUsage()
 
 
 def blueprint_builder(
@@ -154,12 +153,13 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
             raise TypeError(f"crew returned {type(output).__name__}")
         usage = output.token_usage.model_dump() if output.token_usage else None
         earlier = job.restore.tasks if job.restore is not None else ()
+        paid = job.restore.tokens if job.restore is not None else TokenUsage()
         return batch.ending(
             job.run_id,
             CrewState.SUCCEEDED,
             result=output.raw,
             # the restored tasks' calls were paid before the interruption: counted once
-            tokens=TokenUsage.from_mapping(usage) + (job.restore.tokens if job.restore else ZERO),
+            tokens=TokenUsage.from_mapping(usage) + paid,
             tasks=(*earlier, *(t for t in _tasks(target) if t.key not in restored)),
             files=list_files(folder),
         )

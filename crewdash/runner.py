@@ -128,6 +128,7 @@ class Runner:
         self._admission = Admission(max_concurrency)  # used on the loop thread only
         self._batch_numbers = itertools.count()
         self._restores: dict[str, Restore] = {}  # run id -> the checkpoint it resumes from
+        self._resumable: set[str] = set()  # batches whose crews are checkpointed
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="crewdash-runner", daemon=True
         )
@@ -204,6 +205,7 @@ class Runner:
         if self.store is not None:
             self.store.create_batch(batch.snapshot(), source)  # before any crew can finish
             if resumable is not None:  # one blueprint and one model: what a resume needs
+                self._resumable.add(batch_id)
                 record_batch(
                     self.store,
                     batch_id,
@@ -242,6 +244,7 @@ class Runner:
         snap = batch.snapshot()
         with self._lock:
             self._restores.update({r: saved for r, saved in restores.items() if saved})
+            self._resumable.add(batch.batch_id)
             self._batches[batch.batch_id] = batch
             plans = [CrewPlan(c.topic, blueprint, settings, dict(c.inputs)) for c in snap.crews]
             self._futures[batch.batch_id] = asyncio.run_coroutine_threadsafe(
@@ -315,6 +318,7 @@ class Runner:
                 if not crew.state.final:
                     await asyncio.shield(self._finish(batch, self._stopped(batch, crew.run_id)))
             self._tasks.pop(batch.batch_id, None)
+            self._resumable.discard(batch.batch_id)
             self._cancelled.difference_update({batch.batch_id, *batch.run_ids})
             # here, not after: when close() cancels this task its crews end, so the batch does
             await asyncio.shield(self._save_end(batch))
@@ -431,7 +435,7 @@ class Runner:
             cache=s.response_cache,
             checkpoint=(
                 CheckpointSink(self.store.url, batch_id, run_id, llm.api_key)
-                if self.store is not None
+                if self.store is not None and batch_id in self._resumable
                 else None
             ),
             restore=self._restores.pop(run_id, None),

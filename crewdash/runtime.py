@@ -223,9 +223,8 @@ class Runtime:
         except BaseException:
             backend.close()
             raise
-        runtime = cls(
-            settings, profile, store, failures, backend, liveness
-        )  # closes both on failure
+        # closes both on failure
+        runtime = cls(settings, profile, store, failures, backend, liveness)
         if every.auto_resume:
             runtime.resume_interrupted()
         return runtime
