@@ -243,6 +243,11 @@ def resume(
     if snap is None:
         raise UnknownBatchError(batch_id)
     if not interrupted(snap):
+        if not snap.done:  # its server runs it, or died less than a lease ago
+            raise BatchElsewhereError(
+                f"batch {batch_id} still runs on another server, or that server stopped less "
+                "than its lease ago; its unfinished crews can resume once they are interrupted"
+            )
         raise ResumeError(f"batch {batch_id} has no interrupted crews")
     plans = plan(store, snap, run_ids)
     chosen = set(from_start)

@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
-from crewdash.batch import CrewState
+from crewdash.batch import Batch, CrewState
 from crewdash.checkpoints import CheckpointRow
 from crewdash.cli import main
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
-from crewdash.errors import UnknownBatchError
+from crewdash.errors import BatchElsewhereError, UnknownBatchError
 from crewdash.exports import export
 from crewdash.llm import LLMSettings
 from crewdash.resume import ResumeError, resume
@@ -287,3 +287,21 @@ def test_auto_resume_on_start_resumes_a_batch_once(
             rt.runner.batch(batch_id)
     finally:
         rt.close()
+
+
+def test_a_batch_another_live_server_runs_is_not_resumed(
+    tmp_path: Path, demo: DemoLLMServer
+) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    other = Store(url)  # another server, alive, running a batch
+    running = Batch(
+        "a1b2c3d4e5f6", "three_step", ["elsewhere"], model_label="demo", max_concurrency=1
+    )
+    other.create_batch(running.snapshot())
+    rt = runtime(url, demo)
+    try:
+        with pytest.raises(BatchElsewhereError, match="still runs on another server"):
+            resume(rt, running.batch_id)
+    finally:
+        rt.close()
+        other.close()
