@@ -58,19 +58,24 @@ def steps_by_crew(url: str, batch_id: str) -> dict[str, int]:
 
 
 def stop_mid_batch(
-    url: str, client: httpx.Client, blueprint: str, topics: list[str], how: signal.Signals
-) -> str:
-    """Start a batch; stop the server with `how` once most crews have checkpointed a step."""
-    batch_id = client.post("/batches", json={"topics": topics, "blueprint": blueprint}).json()[
-        "batch_id"
+    url: str, client: httpx.Client, batches: dict[str, list[str]], how: signal.Signals
+) -> list[str]:
+    """Start a batch per blueprint; stop the server with `how` once most crews of each have
+    checkpointed a step."""
+    ids = [
+        client.post("/batches", json={"topics": topics, "blueprint": blueprint}).json()["batch_id"]
+        for blueprint, topics in batches.items()
     ]
     deadline = time.time() + 60
-    while sum(1 for s in steps_by_crew(url, batch_id).values() if s >= 1) < len(topics) * 3 // 4:
-        assert time.time() < deadline, "the crews did not checkpoint"
-        time.sleep(0.05)
+    for batch_id, topics in zip(ids, batches.values(), strict=True):
+        while (
+            sum(1 for s in steps_by_crew(url, batch_id).values() if s >= 1) < len(topics) * 3 // 4
+        ):
+            assert time.time() < deadline, "the crews did not checkpoint"
+            time.sleep(0.05)
     os.kill(client.get("/healthz").json()["pid"], how)
     time.sleep(1.5 if how == signal.SIGTERM else 0.2)
-    return batch_id
+    return ids
 
 
 def settled(client: httpx.Client, batch_id: str) -> dict:
@@ -120,7 +125,7 @@ def test_kill_9_then_resume_20_crews_pays_no_finished_task_again(
     start = demo.stats.requests
     with api_server(tmp_path, **server_env(demo)) as api:
         with httpx.Client(base_url=api, timeout=30) as client:
-            batch_id = stop_mid_batch(url, client, "three_step", topics, signal.SIGKILL)
+            (batch_id,) = stop_mid_batch(url, client, {"three_step": topics}, signal.SIGKILL)
     paid_before = demo.stats.requests - start
     steps = steps_by_crew(url, batch_id)  # what the checkpoints held when the server died
     with (
@@ -157,7 +162,7 @@ def test_sigterm_then_resume_a_flow_skips_its_finished_steps(
     topics = [f"flowing {i}" for i in range(6)]
     with api_server(tmp_path, **server_env(demo)) as api:
         with httpx.Client(base_url=api, timeout=30) as client:
-            batch_id = stop_mid_batch(url, client, "chain_flow", topics, signal.SIGTERM)
+            (batch_id,) = stop_mid_batch(url, client, {"chain_flow": topics}, signal.SIGTERM)
     assert "Traceback" not in (tmp_path / "api.log").read_text()
     steps = steps_by_crew(url, batch_id)
     with (
@@ -174,28 +179,31 @@ def test_sigterm_then_resume_a_flow_skips_its_finished_steps(
         assert bars.count("outline (restored)") + bars.count("outline") == 1
 
 
-def test_on_postgresql_another_replica_resumes_a_killed_servers_batch(
+def test_on_postgresql_another_replica_resumes_a_killed_servers_crews_and_flows(
     tmp_path: Path, demo: DemoLLMServer, request: pytest.FixtureRequest
 ) -> None:
     """The checkpoints are in the database, not on the dead server's disk: a server with
-    another working folder resumes the batch."""
+    another working folder resumes both batches, a crew's and a Flow's."""
     database = request.getfixturevalue("postgres_url")  # a schema of its own
-    topics = [f"replicated {i}" for i in range(8)]
+    batches = {
+        "three_step": [f"replicated {i}" for i in range(8)],
+        "chain_flow": [f"replicated flow {i}" for i in range(4)],
+    }
     env = server_env(demo, DATABASE_URL=database)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with api_server(tmp_path / "a", **env) as api:
         with httpx.Client(base_url=api, timeout=30) as client:
-            batch_id = stop_mid_batch(database, client, "three_step", topics, signal.SIGKILL)
-    steps = steps_by_crew(database, batch_id)
+            ids = stop_mid_batch(database, client, batches, signal.SIGKILL)
+    steps = [steps_by_crew(database, batch_id) for batch_id in ids]
     with (
         api_server(tmp_path / "b", **env) as api,
         httpx.Client(base_url=api, timeout=30) as client,
     ):
         assert client.get("/healthz").json()["database"] == "postgresql"
         before_resume = demo.stats.requests
-        _, body = resume_and_finish(client, batch_id)
+        bodies = [resume_and_finish(client, batch_id)[1] for batch_id in ids]
         resumed_calls = demo.stats.requests - before_resume
-    restored = check_resumed(body, steps, 3)
-    assert resumed_calls == 3 * len(topics) - restored
-    assert steps_by_crew(database, batch_id) == {}  # pruned as the crews ended
+    restored = sum(check_resumed(b, s, 3) for b, s in zip(bodies, steps, strict=True))
+    assert resumed_calls == 3 * sum(len(t) for t in batches.values()) - restored
+    assert all(steps_by_crew(database, batch_id) == {} for batch_id in ids)  # pruned
