@@ -26,7 +26,8 @@ from crewdash.blueprints import BaseBlueprint
 from crewdash.events import current_run, event_router, record_retry
 from crewdash.llm import LLMSettings, plain_error
 from crewdash.retries import RetryBudget, call_timeout, crew_budget
-from crewdash.run_context import LLMFactory, install, list_files, output_dir, run_llm
+from crewdash.run_context import LLMFactory, install, list_files, output_dir, run_llm, stream_off
+from crewdash.streaming import stream_failure, stream_tap
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
         if isinstance(target, Crew):
             agent_ids = [str(agent.id) for agent in target.agents]
             router.track_agents((batch, job.run_id), agent_ids)
-        batch.mark_running(job.run_id, agent_ids)
+        if batch.crew(job.run_id).state is not CrewState.RUNNING:  # not on a streaming fallback
+            batch.mark_running(job.run_id, agent_ids)
         if started is not None:
             await started(batch.crew(job.run_id))
         try:
@@ -150,10 +152,21 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - one crew's failure never touches another
+        why = stream_failure(exc) if job.llm.stream and not stream_off.get() else None
+        if why is not None:  # once more without streaming; its partial text is dropped
+            log.info("crew %s: %s; running it again without streaming", job.run_id, why)
+            stream_tap().forget(batch, job.run_id, drop_text=True)
+            batch.note_step(job.run_id, f"{why}: running again without streaming")
+            off = stream_off.set(True)
+            try:
+                return await run_crew(batch, job)
+            finally:
+                stream_off.reset(off)
         error = plain_error(exc, job.llm)
         log.info("crew %s failed: %s", job.run_id, error)
         return batch.ending(job.run_id, CrewState.FAILED, error=error, files=list_files(folder))
     finally:
+        stream_tap().forget(batch, job.run_id)  # its last text lands before its ending
         router.forget_agents(agent_ids)
         crew_budget.reset(budget_token)
         _tui_mode.reset(quiet_token)

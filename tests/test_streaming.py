@@ -1,0 +1,199 @@
+"""Streaming through CrewAI against the real demo model: routing per crew, coalescing, TTFT,
+tool calls while streaming, and broken streams."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from crewdash.batch import Batch, CrewState
+from crewdash.blueprints import load_blueprint
+from crewdash.demo_llm import DemoLLMServer, LatencyProfile, compose_answer
+from crewdash.llm import LLMSettings
+from crewdash.runner import Runner, RunSettings
+from crewdash.streaming import StreamTap, stream_failure
+from tests.conftest import finish
+
+TTFT = 0.3
+RATE = 60.0  # tokens per second: a three-bullet answer takes about a second to write
+PROJECTS = Path(__file__).parent / "projects"
+
+
+@pytest.fixture(scope="module")
+def streaming_server() -> Iterator[DemoLLMServer]:
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=TTFT, tokens_per_s=RATE)) as server:
+        yield server
+
+
+@pytest.fixture()
+def stream_runner(streaming_server: DemoLLMServer) -> Iterator[Runner]:
+    r = Runner(max_concurrency=64, demo_base_url=lambda: streaming_server.base_url)
+    finish(r, r.submit("research", ["warm-up"]))  # first-crew imports off the clock
+    yield r
+    r.close()
+
+
+def _sse(server: DemoLLMServer, body: dict[str, object]) -> tuple[list[dict[str, object]], float]:
+    """The parsed `data:` events of one streamed request and the seconds to its first text."""
+    started = time.perf_counter()
+    first: float | None = None
+    events: list[dict[str, object]] = []
+    with httpx.stream(
+        "POST", f"{server.base_url}/chat/completions", json={"stream": True, **body}, timeout=30
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            choices = event["choices"]
+            if first is None and choices and choices[0]["delta"].get("content"):
+                first = time.perf_counter() - started
+            events.append(event)
+    assert first is not None or body.get("tools")
+    return events, first or 0.0
+
+
+def test_the_demo_model_streams_openai_chunks_on_its_profiles_clock(
+    streaming_server: DemoLLMServer,
+) -> None:
+    messages = [{"role": "user", "content": "Topic: paced streams"}]
+    events, ttft = _sse(
+        streaming_server, {"messages": messages, "stream_options": {"include_usage": True}}
+    )
+    text = "".join(
+        str(e["choices"][0]["delta"].get("content") or "") for e in events if e["choices"]
+    )
+    assert text == compose_answer(messages)  # the pieces add up to the answer exactly
+    assert abs(ttft - TTFT) < 0.1
+    usage = events[-1]["usage"]  # usage travels in the final chunk
+    assert isinstance(usage, dict) and usage["completion_tokens"] > 20
+    assert events[-1]["choices"] == []
+    content_events = [e for e in events if e["choices"] and e["choices"][0]["delta"].get("content")]
+    # tokens due within one tick travel together: several chunks, fewer than the tokens
+    assert 3 < len(content_events) < usage["completion_tokens"]
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
+    }
+    events, _ = _sse(
+        streaming_server,
+        {"messages": [{"role": "user", "content": "Topic: x [demo:tool=lookup]"}], "tools": [tool]},
+    )
+    calls = [
+        d for e in events if e["choices"] for d in e["choices"][0]["delta"].get("tool_calls", [])
+    ]
+    assert calls[0]["function"]["name"] == "lookup"
+    assert json.loads("".join(c["function"]["arguments"] for c in calls)) == {
+        "query": "x [demo:tool=lookup]"
+    }
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_fifty_concurrent_streams_each_land_on_their_own_crew(stream_runner: Runner) -> None:
+    topics = [f"subject-{i:03d}-q{i * 7919 % 1000:03d}" for i in range(50)]
+    batch_id = stream_runner.submit("research", topics, RunSettings(max_concurrency=50))
+    batch = stream_runner.batch(batch_id)
+    lengths: dict[str, set[int]] = {}
+    while not batch.wait(0.05):
+        for crew in batch.snapshot().crews:
+            if crew.state is CrewState.RUNNING and crew.live_text:
+                lengths.setdefault(crew.run_id, set()).add(len(crew.live_text))
+    snap = finish(stream_runner, batch_id)
+    assert snap.count(CrewState.SUCCEEDED) == 50
+    for crew in snap.crews:
+        sent = compose_answer([{"role": "user", "content": f"Topic: {crew.topic}"}])
+        assert crew.live_text == sent == crew.result  # character for character
+        others = [t for t in topics if t != crew.topic]
+        assert not any(t in crew.live_text for t in others)  # no chunk of another crew
+        (call,) = [s for s in crew.spans if s.kind == "llm"]
+        assert call.ttft is not None and abs(call.ttft - TTFT) < 0.5
+        assert call.tokens_per_s is not None and call.tokens_per_s > 10
+        assert crew.ttft_s == call.ttft
+    grew = [run_id for run_id, seen in lengths.items() if len(seen) >= 2]
+    assert len(grew) >= 25, "texts did not grow in place while the crews ran"
+
+
+def test_coalescing_takes_each_crews_text_a_few_times_a_second() -> None:
+    batch = Batch("b1", "research", ["a", "b"], model_label="m", max_concurrency=2)
+    batch.mark_running("b1-0")
+    batch.mark_running("b1-1")
+    tap = StreamTap(interval_s=0.25)
+    versions: list[int] = []
+    started = time.monotonic()
+    for i in range(200):  # 200 chunks in ~0.6 s for each of two crews
+        tap.chunk(batch, "b1-0", "call-a", f"a{i} ", time.time())
+        tap.chunk(batch, "b1-1", "call-b", f"b{i} ", time.time())
+        versions.append(batch._version)
+        time.sleep(0.003)
+    elapsed = time.monotonic() - started
+    tap.forget(batch, "b1-0")
+    tap.forget(batch, "b1-1")
+    snap = batch.snapshot()
+    assert snap.crews[0].live_text == "".join(f"a{i} " for i in range(200))
+    assert snap.crews[1].live_text == "".join(f"b{i} " for i in range(200))
+    updates = len(set(versions))
+    # two first-token spans, then a flush per crew per interval, not one update per chunk
+    assert updates <= 4 + 2 * (elapsed / 0.25 + 2), updates
+    assert snap.crews[0].spans[0].first_token_at is not None
+
+
+def test_a_crew_with_a_tool_call_streams_and_uses_its_tool(
+    stream_runner: Runner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CREWDASH_CREWS_DIR", str(PROJECTS))
+    monkeypatch.setenv("CREWDASH_OUTPUTS_DIR", str(tmp_path))
+    bp = load_blueprint("analyst_crew")
+    snap = finish(
+        stream_runner, stream_runner.submit(bp, ["EV batteries"], inputs={"audience": "CTOs"})
+    )
+    (crew,) = snap.crews
+    assert crew.state is CrewState.SUCCEEDED, crew.error
+    assert any(s.kind == "tool" for s in crew.spans)
+    assert crew.live_text and crew.ttft_s is not None
+    assert crew.result is not None and crew.result in crew.live_text
+
+
+def test_broken_streams_fall_back_and_the_other_crews_go_on(stream_runner: Runner) -> None:
+    topics = [
+        "fine one",
+        "refused [demo:stream=reject]",
+        "cut short [demo:stream=cut]",
+        "garbled [demo:stream=malformed]",
+        "fine two",
+    ]
+    snap = finish(stream_runner, stream_runner.submit("research", topics))
+    assert [c.state for c in snap.crews] == [CrewState.SUCCEEDED] * 5, [c.error for c in snap.crews]
+    for crew in snap.crews:
+        whole = compose_answer([{"role": "user", "content": f"Topic: {crew.topic}"}])
+        assert crew.result == whole  # the whole answer, never the part that streamed
+    broken = snap.crews[1:4]
+    assert all(c.live_text == "" for c in broken)  # the broken part is dropped, not shown
+
+
+def test_streaming_off_sends_whole_answers(stream_runner: Runner) -> None:
+    settings = RunSettings(llm=LLMSettings(stream=False))
+    snap = finish(stream_runner, stream_runner.submit("research", ["quiet one"], settings))
+    (crew,) = snap.crews
+    assert crew.state is CrewState.SUCCEEDED
+    assert crew.live_text == "" and crew.ttft_s is None
+
+
+def test_stream_failures_are_named_in_plain_words() -> None:
+    assert stream_failure(httpx.RemoteProtocolError("peer closed connection")) == (
+        "the stream was cut off before the answer ended"
+    )
+    assert stream_failure(json.JSONDecodeError("x", "{", 1)) == "the stream sent a malformed chunk"
+    assert stream_failure(ValueError("Error code: 400 - stream=true is not supported")) == (
+        "the provider does not accept streaming"
+    )
+    assert stream_failure(ValueError("Error code: 400 - bad prompt")) is None
+    assert stream_failure(RuntimeError("boom")) is None
