@@ -17,6 +17,7 @@ from crewdash.demo_llm import DemoLLMServer, LatencyProfile, compose_answer
 from crewdash.llm import LLMSettings
 from crewdash.runner import Runner, RunSettings
 from crewdash.streaming import StreamTap, stream_failure
+from tests.api_server import api_server
 from tests.conftest import finish
 
 TTFT = 0.3
@@ -197,3 +198,46 @@ def test_stream_failures_are_named_in_plain_words() -> None:
     )
     assert stream_failure(ValueError("Error code: 400 - bad prompt")) is None
     assert stream_failure(RuntimeError("boom")) is None
+
+
+def test_sse_sends_chunks_of_a_crew_before_its_success(tmp_path: Path) -> None:
+    env = {"CREWDASH_DEMO_LATENCY": "0.3", "CREWDASH_DEMO_TOKENS_PER_S": "40"}
+    with api_server(tmp_path, **env) as url, httpx.Client(base_url=url, timeout=60) as api:
+        topics = ["api stream one", "api stream two"]
+        batch_id = api.post("/batches", json={"topics": topics}).json()["batch_id"]
+        events: list[tuple[str, dict[str, object]]] = []
+        with api.stream("GET", f"/batches/{batch_id}/events") as stream:
+            name = ""
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    events.append((name, json.loads(line.split(":", 1)[1])))
+                    if name == "done":
+                        break
+        detail = api.get(f"/batches/{batch_id}").json()
+        for crew in detail["crews"]:
+            run_id = crew["run_id"]
+            order = [n for n, e in events if e.get("run_id") == run_id and n in ("chunk", "crew")]
+            ends = [i for i, (n, e) in enumerate(events) if n == "crew" and e["run_id"] == run_id]
+            chunks = [
+                e["text"] for n, e in events[: ends[-1]] if n == "chunk" and e["run_id"] == run_id
+            ]
+            assert len(chunks) >= 2, order  # coalesced, yet more than one
+            assert "".join(str(c) for c in chunks) == crew["result"]  # nothing after succeeded
+            assert events[ends[-1]][1]["state"] == "succeeded"
+            assert crew["ttft_s"] is not None and abs(crew["ttft_s"] - 0.3) < 0.3
+            (call,) = [s for s in crew["spans"] if s["kind"] == "llm"]
+            assert call["ttft_s"] == crew["ttft_s"] and call["tokens_per_s"] > 10
+        quiet_id = api.post("/batches", json={"topics": ["quiet"], "stream": False}).json()[
+            "batch_id"
+        ]
+        with api.stream("GET", f"/batches/{batch_id}/events?chunks=false") as stream:
+            names = [line for line in stream.iter_lines() if line.startswith("event:")]
+        assert "event: chunk" not in names and names[-1] == "event: done"
+        quiet = api.get(f"/batches/{quiet_id}").json()
+        deadline = time.time() + 30
+        while not quiet["done"] and time.time() < deadline:
+            time.sleep(0.1)
+            quiet = api.get(f"/batches/{quiet_id}").json()
+        assert quiet["crews"][0]["state"] == "succeeded" and quiet["crews"][0]["ttft_s"] is None
