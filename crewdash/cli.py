@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -62,7 +63,9 @@ def _profile(args: argparse.Namespace) -> LatencyProfile:
         return base
     kind = cast(ProfileKind, args.profile or "fixed")
     seconds = base.seconds if args.latency is None else args.latency
-    return LatencyProfile(kind=kind, seconds=seconds, seed=base.seed)
+    return LatencyProfile(
+        kind=kind, seconds=seconds, seed=base.seed, tokens_per_s=base.tokens_per_s
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -88,7 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     try:
         settings = RunSettings(
-            llm=runtime.default_settings.llm, max_concurrency=args.max_concurrency
+            llm=replace(runtime.default_settings.llm, stream=not args.no_stream),
+            max_concurrency=args.max_concurrency,
         )
         if settings.llm.is_demo:
             runtime.warm_up().result(60)  # one-off process costs stay out of the timings
@@ -290,6 +294,9 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     run.add_argument("--max-concurrency", type=int, default=100)
     run.add_argument("--json", help="write the figures to this JSON file")
     run.add_argument("--no-history", action="store_true", help="do not record the batch")
+    run.add_argument(
+        "--no-stream", action="store_true", help="whole answers, no streaming (no TTFT)"
+    )
     demo_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -314,6 +321,12 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--ray-workers", type=int, default=2, help="Ray worker processes (with --backends)"
+    )
+    bench.add_argument(
+        "--stream",
+        action="store_true",
+        help="streaming instead: loop lag, wall streamed vs not, TTFT error at N=1 and --n, "
+        "the Run page's live-section refresh (demo model, hosted profile unless --profile)",
     )
     demo_options(bench)
     bench.set_defaults(func=cmd_bench, latency=1.0)

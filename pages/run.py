@@ -13,6 +13,7 @@ from crewdash.topics import parse_topics
 from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads
 from ui.polling import poll_until_done
 from ui.session import require_login, run_settings, runtime, state
+from ui.stream_view import render_live_answers
 
 require_login()
 
@@ -156,6 +157,7 @@ if batch_id:
         if not snap.done:
             render_cancel(snap)
             render_queue(snap)
+            render_live_answers(snap)
         render_batch(snap)
         if snap.done:
             render_downloads(snap, "run")

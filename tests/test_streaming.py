@@ -226,7 +226,7 @@ def test_sse_sends_chunks_of_a_crew_before_its_success(tmp_path: Path) -> None:
             assert len(chunks) >= 2, order  # coalesced, yet more than one
             assert "".join(str(c) for c in chunks) == crew["result"]  # nothing after succeeded
             assert events[ends[-1]][1]["state"] == "succeeded"
-            assert crew["ttft_s"] is not None and abs(crew["ttft_s"] - 0.3) < 0.3
+            assert crew["ttft_s"] is not None and abs(crew["ttft_s"] - 0.3) < 0.5
             (call,) = [s for s in crew["spans"] if s["kind"] == "llm"]
             assert call["ttft_s"] == crew["ttft_s"] and call["tokens_per_s"] > 10
         quiet_id = api.post("/batches", json={"topics": ["quiet"], "stream": False}).json()[
