@@ -93,7 +93,7 @@ def test_a_batch_runs_and_its_results_render() -> None:
     text = markdown_text(at)
     assert "alpha topic" in text and "beta topic" in text
     assert "3** succeeded" in text
-    assert len(at.get("plotly_chart")) == 3  # timeline, latency, tokens & cost
+    assert len(at.get("plotly_chart")) == 4  # timeline, latency, time to first token, tokens
     assert at.metric[0].value == "3 / 3"
     assert at.metric[5].label == "Cost" and at.metric[5].value == "$0.0000"  # the demo is free
 

@@ -82,7 +82,7 @@ def test_every_json_response_of_every_route_has_a_schema_with_properties(
     events = spec["paths"]["/batches/{batch_id}/events"]["get"]["responses"]["200"]
     kinds = events["content"]["text/event-stream"]["itemSchema"]["oneOf"]
     payloads = {k["properties"]["event"]["const"]: k["properties"]["data"] for k in kinds}
-    assert set(payloads) == {"crew", "done"}
+    assert set(payloads) == {"crew", "chunk", "done"}
     for name, data in payloads.items():
         schema = resolve(spec, data["contentSchema"])
         assert schema["properties"], name
