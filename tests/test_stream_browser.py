@@ -3,6 +3,7 @@ crew's card grows while the crew runs, and the page's final text is the stored r
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_cards_grow_while_crews_run_and_end_as_the_stored_result(
     assert len(seen) == 2, f"expected a card per crew, saw {list(seen)}"
     for key, texts in seen.items():
         lengths = [len(t) for t in texts]
-        grew = sum(1 for a, b in zip(lengths, lengths[1:], strict=False) if b > a)
+        grew = sum(1 for a, b in itertools.pairwise(lengths) if b > a)
         assert grew >= 2, f"{key} grew {grew} times: {lengths}"
 
     expect(page.locator(MAIN_EXPANDERS)).to_have_count(2, timeout=30_000)
