@@ -99,17 +99,23 @@ class StreamTap:
         pending.last_flush = time.monotonic()
         return text
 
-    def _start_flusher(self) -> None:
-        if self._flusher is None or not self._flusher.is_alive():
+    def _start_flusher(self) -> None:  # under self._lock
+        if self._flusher is None:
             self._flusher = threading.Thread(
                 target=self._run_flusher, name="crewdash-stream-flush", daemon=True
             )
             self._flusher.start()
 
     def _run_flusher(self) -> None:
+        """Flush every half interval while some crew streams; end when none does (the next
+        chunk starts another)."""
         while True:
             time.sleep(self.interval_s / 2)
             self.flush_due()
+            with self._lock:
+                if not self._pending:
+                    self._flusher = None
+                    return
 
 
 def _first_token(span: Span, at: float) -> Span:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -271,3 +272,38 @@ def test_exports_carry_ttft_and_tokens_per_second(stream_runner: Runner) -> None
     assert "| TTFT (s) | Tokens/s |" in export(snap, "md")
     detail = json.loads(export(snap, "json"))
     assert detail["crews"][0]["ttft_s"] == snap.crews[0].ttft_s
+
+
+def test_live_cards_show_the_tail_of_running_crews_and_charts_split_the_wait() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from crewdash.charts import status_table, timeline_figure, ttft_figure
+
+    batch = Batch("b2", "research", ["one", "two", "three"], model_label="m", max_concurrency=3)
+    for run_id in batch.run_ids[:2]:
+        batch.mark_running(run_id)
+    now = time.time()
+    batch.record_span(
+        "b2-0", "c0", lambda s: replace(s, started_at=now - 2, first_token_at=now - 1.5)
+    )
+    batch.append_text("b2-0", "word " * 400)  # longer than a card's tail
+    snap = batch.snapshot()
+
+    def script() -> None:
+        import streamlit as st
+
+        from ui.stream_view import render_live_answers
+
+        render_live_answers(st.session_state["snap"])
+
+    at = AppTest.from_function(script)
+    at.session_state["snap"] = snap
+    at.run()
+    assert not at.exception
+    (card,) = at.text  # one crew writes; the other has no text yet, the third is queued
+    assert card.value.startswith("…") and len(card.value) <= 601
+    assert "TTFT 0.50 s" in at.caption[0].value
+    assert list(status_table(snap)["TTFT (s)"])[:1] == [pytest.approx(0.5)]
+    names = [t.name for t in timeline_figure(snap).data]
+    assert "LLM call: waiting for first token" in names
+    assert list(ttft_figure(snap).data[0].y) == [pytest.approx(0.5)]
