@@ -146,7 +146,7 @@ def test_a_real_batchs_json_validates_against_its_schema_with_no_extra_fields(
 
     assert events and events[-1][0] == "done"
     for name, data in events:
-        model = {"crew": wire.CrewEvent, "done": wire.DoneEvent}[name]
+        model = {"crew": wire.CrewEvent, "chunk": wire.ChunkEvent, "done": wire.DoneEvent}[name]
         validator(spec, model.__name__).validate(data)
         model.model_validate(data)
 
