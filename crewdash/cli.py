@@ -229,14 +229,8 @@ def cmd_bench_backends(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_stream(args: argparse.Namespace) -> int:
-    """`bench --stream`: the streaming figures, then the Run page's live section timed on
-    snapshots of the streamed batch (in a Streamlit process of its own: the core never imports
-    Streamlit)."""
-    import pickle
-    import subprocess
-    import tempfile
-
-    from crewdash.stream_bench import run_stream_bench
+    """`bench --stream` (crewdash/stream_bench.py), hosted profile unless `--profile`."""
+    from crewdash.stream_bench import bench_and_report
 
     base = demo_profile_from_env()
     kind = cast(ProfileKind, args.profile or "hosted")
@@ -246,41 +240,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> int:
         seed=base.seed,
         tokens_per_s=base.tokens_per_s or (40.0 if kind == "fixed" else None),
     )
-    snapshots: list[BatchSnapshot] = []
-    report = run_stream_bench(
-        check_n(args.n),
-        profile,
-        progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr),
-        keep_snapshots=snapshots,
-    )
-    if snapshots:
-        with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as kept:
-            kept.write(pickle.dumps(snapshots))
-        timed = subprocess.run(
-            [sys.executable, "-m", "ui.live_bench", kept.name],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parent.parent,
-            check=False,
-        )
-        Path(kept.name).unlink(missing_ok=True)
-        if timed.returncode == 0:
-            report.live_refresh_ms = json.loads(timed.stdout.strip().splitlines()[-1])
-        else:
-            print(f"live section not timed: {timed.stderr.strip()[-300:]}", file=sys.stderr)
-    result = report.as_dict()
-    lag, errors = report.loop_lag_ms, report.ttft_error_ms
-    print(
-        f"N={report.n} streamed ({report.profile}): wall {report.wall_stream_s:.2f} s vs "
-        f"{report.wall_plain_s:.2f} s not streamed ({report.wall_ratio:.2f}x) · loop lag p99 "
-        f"{lag.get('p99', 0):.1f} ms ({report.loop_lag_plain_ms.get('p99', 0):.1f} ms not "
-        f"streamed) · TTFT error p95 N=1 {errors['n1']['p95']:.1f} ms, "
-        f"N={report.n} {errors[f'n{report.n}']['p95']:.1f} ms · live refresh p95 "
-        f"{report.live_refresh_ms.get('p95', float('nan')):.1f} ms · failed {report.failed}"
-    )
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0 if report.failed == 0 else 1
+    return bench_and_report(check_n(args.n), profile, args.json)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

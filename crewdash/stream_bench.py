@@ -10,11 +10,17 @@ Snapshots of the streamed batch are kept so the Run page's live section can be t
 
 from __future__ import annotations
 
+import json
+import pickle
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from crewai.events import BaseEventListener, LLMStreamChunkEvent
@@ -158,3 +164,50 @@ def run_stream_bench(
             runner.close()
     say(1.0, "done")
     return report
+
+
+def time_live_section(snapshots: list[BatchSnapshot]) -> dict[str, float]:
+    """The Run page's live section timed on `snapshots` by `ui/live_bench.py`, in a process of
+    its own (the core never imports Streamlit); empty if it could not run."""
+    with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as kept:
+        kept.write(pickle.dumps(snapshots))
+    try:
+        timed = subprocess.run(
+            [sys.executable, "-m", "ui.live_bench", kept.name],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            check=False,
+        )
+    finally:
+        Path(kept.name).unlink(missing_ok=True)
+    if timed.returncode != 0:
+        print(f"live section not timed: {timed.stderr.strip()[-300:]}", file=sys.stderr)
+        return {}
+    result: dict[str, float] = json.loads(timed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def bench_and_report(n: int, profile: LatencyProfile, json_path: str | None) -> int:
+    """`python -m crewdash bench --stream`: measure, print one line, write the JSON."""
+    snapshots: list[BatchSnapshot] = []
+    report = run_stream_bench(
+        n,
+        profile,
+        progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr),
+        keep_snapshots=snapshots,
+    )
+    if snapshots:
+        report.live_refresh_ms = time_live_section(snapshots)
+    lag, errors = report.loop_lag_ms, report.ttft_error_ms
+    print(
+        f"N={report.n} streamed ({report.profile}): wall {report.wall_stream_s:.2f} s vs "
+        f"{report.wall_plain_s:.2f} s not streamed ({report.wall_ratio:.2f}x) · loop lag p99 "
+        f"{lag.get('p99', 0):.1f} ms ({report.loop_lag_plain_ms.get('p99', 0):.1f} ms not "
+        f"streamed) · TTFT error p95 N=1 {errors['n1']['p95']:.1f} ms, "
+        f"N={report.n} {errors[f'n{report.n}']['p95']:.1f} ms · live refresh p95 "
+        f"{report.live_refresh_ms.get('p95', float('nan')):.1f} ms · failed {report.failed}"
+    )
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    return 0 if report.failed == 0 else 1

@@ -307,3 +307,22 @@ def test_live_cards_show_the_tail_of_running_crews_and_charts_split_the_wait() -
     names = [t.name for t in timeline_figure(snap).data]
     assert "LLM call: waiting for first token" in names
     assert list(ttft_figure(snap).data[0].y) == [pytest.approx(0.5)]
+
+
+def test_the_streaming_benchmark_measures_what_it_reports() -> None:
+    from crewdash.stream_bench import run_stream_bench
+    from ui.live_bench import time_refreshes
+
+    kept: list = []  # type: ignore[type-arg]
+    profile = LatencyProfile(kind="fixed", seconds=0.3, tokens_per_s=80)
+    report = run_stream_bench(4, profile, keep_snapshots=kept).as_dict()
+    assert report["failed"] == 0
+    assert (
+        report["ttft_error_ms"]["n1"]["calls"] == 1 and report["ttft_error_ms"]["n4"]["calls"] == 4
+    )
+    assert 0 <= report["ttft_error_ms"]["n4"]["p95"] < 300
+    assert report["wall_stream_s"] > 0.3 + 0.3 and report["wall_plain_s"] > 0.3 + 0.3
+    assert report["loop_lag_ms"]["samples"] > 3
+    assert kept and any(c.live_text for s in kept for c in s.crews)
+    times = time_refreshes(kept[:2])
+    assert len(times) == 2 and all(t > 0 for t in times)
