@@ -106,7 +106,9 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
     # CrewAI prints a panel per Flow step on stdout unless a TUI owns the screen; crews here
     # are not on a terminal (their progress is in the batch), so this context says so.
     quiet_token = _tui_mode.set(True)
-    budget_token = crew_budget.set(crew_retry_budget(batch, job))
+    # a run again without streaming (below) keeps the crew's budget: one budget per crew run
+    spent_so_far = crew_budget.get() if stream_off.get() else None
+    budget_token = crew_budget.set(spent_so_far or crew_retry_budget(batch, job))
     try:
         target = job.build()
         if isinstance(target, Crew):

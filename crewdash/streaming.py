@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import httpx
 
 from crewdash.batch import Batch, Span
+from crewdash.errors import RetryBudgetSpent
 
 COALESCE_S = 0.25
 CALL_SEPARATOR = "\n\n"  # between the streamed answers of one crew's successive LLM calls
@@ -139,6 +140,8 @@ def stream_failure(exc: BaseException) -> str | None:
     causes: list[BaseException] = [exc]
     while (nxt := causes[-1].__cause__ or causes[-1].__context__) and len(causes) < 8:
         causes.append(nxt)
+    if any(isinstance(c, RetryBudgetSpent) for c in causes):
+        return None  # the transport's failures (429, 5xx, a bad body): not streaming's
     for cause in causes:
         text = str(cause).lower()
         status = getattr(cause, "status_code", None)

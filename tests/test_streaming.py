@@ -15,6 +15,7 @@ import pytest
 from crewdash.batch import Batch, CrewState
 from crewdash.blueprints import load_blueprint
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile, compose_answer
+from crewdash.errors import RetryBudgetSpent
 from crewdash.llm import LLMSettings
 from crewdash.runner import Runner, RunSettings
 from crewdash.streaming import StreamTap, stream_failure
@@ -199,6 +200,13 @@ def test_stream_failures_are_named_in_plain_words() -> None:
     )
     assert stream_failure(ValueError("Error code: 400 - bad prompt")) is None
     assert stream_failure(RuntimeError("boom")) is None
+    try:
+        try:
+            raise json.JSONDecodeError("x", "{", 1)
+        except ValueError as exc:
+            raise RetryBudgetSpent("a malformed body; gave up after 8 tries") from exc
+    except RetryBudgetSpent as spent:
+        assert stream_failure(spent) is None  # the transport's failure, not streaming's
 
 
 def test_sse_sends_chunks_of_a_crew_before_its_success(tmp_path: Path) -> None:
