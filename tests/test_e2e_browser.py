@@ -397,6 +397,8 @@ def test_a_crewai_project_runs_ten_topics_from_the_page(
     expect(page.get_by_text(re.compile(r"0 queued · 0 running · 10 succeeded"))).to_be_visible(
         timeout=90_000
     )
+    # the last live refresh's elements stay until the final full run replaces them
+    expect(page.get_by_role("tab", name="Timeline")).to_have_count(1, timeout=30_000)
     expect(page.get_by_role("tab", name="Timeline")).to_be_visible()
     results = page.locator(MAIN_EXPANDERS)
     expect(results).to_have_count(10, timeout=30_000)
