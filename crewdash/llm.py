@@ -314,7 +314,10 @@ def check_connection(
     import time
     from dataclasses import replace
 
-    quick = replace(settings, timeout_s=timeout_s, max_tokens=settings.max_tokens or 16)
+    # one plain call: a provider refusing streaming still answers the check
+    quick = replace(
+        settings, timeout_s=timeout_s, max_tokens=settings.max_tokens or 16, stream=False
+    )
     started = time.perf_counter()
     try:
         llm = build_llm(quick, demo_base_url)
