@@ -34,6 +34,7 @@ from crewdash.batch import BatchSnapshot
 from crewdash.blueprints import describe_blueprints, list_blueprints
 from crewdash.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS, outputs_dir
 from crewdash.errors import BatchElsewhereError, CrewdashError, TopicError, UnknownBatchError
+from crewdash.experiment_api import router as experiment_router
 from crewdash.exports import FORMATS, export
 from crewdash.run_context import crew_file
 from crewdash.runner import RunSettings
@@ -122,6 +123,9 @@ class BatchRequest(BaseModel):
     stream: bool | None = Field(
         default=None,
         description="Stream each answer (TTFT, `chunk` events); default: the server's setting.",
+    )
+    cache: bool = Field(
+        default=False, description="Answer model calls identical to earlier ones from the cache."
     )
 
     @field_validator("blueprint")
@@ -365,6 +369,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             llm=llm,
             max_concurrency=limit,
             crew_timeout_s=getattr(body, "crew_timeout_s", None),
+            response_cache=getattr(body, "cache", False),
         )
         blueprint = getattr(body, "blueprint", DEFAULT_BLUEPRINT)
         batch_id = await asyncio.to_thread(
@@ -630,6 +635,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return _problem(exc)
 
+    app.include_router(experiment_router)
     _with_event_schemas(app)
     return app
 

@@ -31,6 +31,7 @@ SPAN_COLORS = {
     "llm": "#f59e0b",
     "tool": "#8b5cf6",
     "retry": "#dc2626",
+    "cache": "#16a34a",
 }
 SPAN_NAMES = {
     "step": "Flow step",
@@ -38,6 +39,7 @@ SPAN_NAMES = {
     "llm": "LLM call",
     "tool": "tool use",
     "retry": "retry wait",
+    "cache": "cached answer",
 }
 SPAN_WIDTHS = {"step": 0.65, "task": 0.5}
 WAIT_COLOR = "#fde68a"  # a streamed LLM call before its first token
@@ -119,7 +121,7 @@ def timeline_figure(snap: BatchSnapshot) -> go.Figure:
                 if span.error:
                     status = f" · error: {span.error}"
                 else:
-                    status = f" · {span.tokens.total} tokens" if kind == "llm" else ""
+                    status = f" · {span.tokens.total} tokens" if kind in ("llm", "cache") else ""
                 texts.append(f"{SPAN_NAMES[kind]} {span.name}{status}")
         if ys:
             fig.add_bar(

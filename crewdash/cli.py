@@ -6,6 +6,8 @@ crewdash run "AI agents" --blueprint my_flow --input audience=CTOs --fan-out top
 crewdash blueprints
 crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
 crewdash demo-llm --port 8001 --profile hosted
+crewdash experiment --variant name=fast,model=demo-fast --variant name=slow,model=demo-thorough \
+    --judge "concrete and sourced" "topic one" "topic two" --json grid.json
 
 `crewdash` is the installed command; `python -m crewdash` is the same from a checkout.
 """
@@ -32,6 +34,7 @@ from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL, outputs_dir
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
 from crewdash.errors import CrewdashError, SettingsError
 from crewdash.execution import Backend
+from crewdash.experiment_cli import add_parser as add_experiment_parser
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime, backend_from_env, demo_profile_from_env
@@ -93,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = RunSettings(
             llm=replace(runtime.default_settings.llm, stream=not args.no_stream),
             max_concurrency=args.max_concurrency,
+            response_cache=args.cache,
         )
         if settings.llm.is_demo:
             runtime.warm_up().result(60)  # one-off process costs stay out of the timings
@@ -314,6 +318,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     run.add_argument(
         "--no-stream", action="store_true", help="whole answers, no streaming (no TTFT)"
     )
+    run.add_argument("--cache", action="store_true", help="answer repeated calls from the cache")
     demo_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -355,6 +360,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     )
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
+    add_experiment_parser(sub, demo_options, _profile)
     return parser
 
 

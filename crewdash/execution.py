@@ -25,6 +25,7 @@ from crewdash.batch import Batch, CrewSnapshot, CrewState, TaskResult, TokenUsag
 from crewdash.blueprints import BaseBlueprint
 from crewdash.events import current_run, event_router, record_retry
 from crewdash.llm import LLMSettings, plain_error
+from crewdash.response_cache import CacheScope, cache_scope, record_cache_hit
 from crewdash.retries import RetryBudget, call_timeout, crew_budget
 from crewdash.run_context import LLMFactory, install, list_files, output_dir, run_llm, stream_off
 from crewdash.streaming import stream_failure, stream_tap
@@ -60,6 +61,8 @@ class CrewJob:
     default_llm: LLMFactory | None = None
     # This crew's own folder for the files its tasks write.
     output_dir: str | None = None
+    # Answer identical model calls from the response cache (when this process has one).
+    cache: bool = False
 
 
 def _tasks(crew: Crew) -> tuple[TaskResult, ...]:
@@ -109,6 +112,8 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
     # a run again without streaming (below) keeps the crew's budget: one budget per crew run
     spent_so_far = crew_budget.get() if stream_off.get() else None
     budget_token = crew_budget.set(spent_so_far or crew_retry_budget(batch, job))
+    hits = partial(record_cache_hit, batch, job.run_id)
+    cache_token = cache_scope.set(CacheScope(on_hit=hits) if job.cache else None)
     try:
         target = job.build()
         if isinstance(target, Crew):
@@ -170,6 +175,7 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
     finally:
         stream_tap().forget(batch, job.run_id)  # its last text lands before its ending
         router.forget_agents(agent_ids)
+        cache_scope.reset(cache_token)
         crew_budget.reset(budget_token)
         _tui_mode.reset(quiet_token)
         output_dir.reset(folder_token)

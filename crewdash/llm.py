@@ -22,6 +22,7 @@ from crewdash.config import (
     DEMO_MODEL_NAME,
 )
 from crewdash.errors import RetryBudgetSpent, SettingsError, redact
+from crewdash.response_cache import CachingTransport
 from crewdash.retries import ResilientTransport, shared_limiter
 from crewdash.run_context import stream_off
 from crewdash.settings import load_settings
@@ -163,12 +164,13 @@ class _SyncClients:
                 # Retries live in the transport (tenacity, visible in the timeline), so the SDK's
                 # own retries are off; the rate limit is shared by everything on this endpoint.
                 transport = ResilientTransport(limiter=shared_limiter(base_url, rpm))
+                cached = CachingTransport(transport)  # a no-op unless the crew opted in
                 client = OpenAI(
                     api_key=api_key,
                     base_url=base_url,
                     timeout=timeout,
                     max_retries=0,
-                    http_client=httpx.Client(transport=transport, timeout=timeout),
+                    http_client=httpx.Client(transport=cached, timeout=timeout),
                 )
                 self._clients[key] = client
             return client

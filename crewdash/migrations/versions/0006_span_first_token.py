@@ -1,14 +1,14 @@
 """When each streamed LLM call's first token arrived (time to first token, generation time).
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
