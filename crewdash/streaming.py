@@ -3,10 +3,11 @@
 CrewAI emits one `LLMStreamChunkEvent` per chunk, synchronously on the thread that reads the
 stream (one of the runner's executor threads, never its event loop). The event listener hands
 each chunk here with the crew it belongs to; the chunk is only appended to that crew's pending
-list under a short lock. A flusher thread moves each crew's new text into its `Batch` at most
-every `COALESCE_S`, so 100 streaming crews cost the batch record a few hundred updates a second
-instead of one per token; a call's end and a crew's end flush at once, so a reader always sees
-a crew's text before its final state.
+list under a short lock; when that crew's text last went to its `Batch` at least `COALESCE_S`
+ago, the chunk's thread moves the new text there. So 100 streaming crews cost the batch record
+a few hundred updates a second instead of one per token, with no thread of its own (a stream
+sends a chunk every few tens of milliseconds, so no text waits long); a call's end and a crew's
+end flush at once, so a reader always sees a crew's text before its final state.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ class StreamTap:
         self.interval_s = interval_s
         self._lock = threading.Lock()
         self._pending: dict[tuple[int, str], _Pending] = {}
-        self._flusher: threading.Thread | None = None
 
     def chunk(self, batch: Batch, run_id: str, call_id: str | None, text: str, at: float) -> None:
         """One chunk of a crew's model call (called on the thread reading the stream)."""
@@ -59,9 +59,12 @@ class StreamTap:
                 pending.call_id = call_id
             pending.parts.append(text)
             pending.wrote = True
-            self._start_flusher()
+            due = time.monotonic() - pending.last_flush >= self.interval_s
+            ready = self._take(pending) if due else ""
         if first and call_id:
             batch.record_span(run_id, call_id, lambda s: _first_token(s, at))
+        if ready:
+            batch.append_text(run_id, ready)
 
     def flush(self, batch: Batch, run_id: str) -> None:
         """Move this crew's pending text into the batch now (a call or the crew ended)."""
@@ -81,42 +84,11 @@ class StreamTap:
         elif text:
             batch.append_text(run_id, text)
 
-    def flush_due(self) -> int:
-        """Flush every crew whose text waited at least the interval; how many were flushed."""
-        now = time.monotonic()
-        with self._lock:
-            due = [
-                (p.batch, p.run_id, self._take(p))
-                for p in self._pending.values()
-                if p.parts and now - p.last_flush >= self.interval_s
-            ]
-        for batch, run_id, text in due:
-            batch.append_text(run_id, text)
-        return len(due)
-
     def _take(self, pending: _Pending) -> str:
         text = "".join(pending.parts)
         pending.parts.clear()
         pending.last_flush = time.monotonic()
         return text
-
-    def _start_flusher(self) -> None:  # under self._lock
-        if self._flusher is None:
-            self._flusher = threading.Thread(
-                target=self._run_flusher, name="crewdash-stream-flush", daemon=True
-            )
-            self._flusher.start()
-
-    def _run_flusher(self) -> None:
-        """Flush every half interval while some crew streams; end when none does (the next
-        chunk starts another)."""
-        while True:
-            time.sleep(self.interval_s / 2)
-            self.flush_due()
-            with self._lock:
-                if not self._pending:
-                    self._flusher = None
-                    return
 
 
 def _first_token(span: Span, at: float) -> Span:

@@ -129,7 +129,7 @@ def test_coalescing_takes_each_crews_text_a_few_times_a_second() -> None:
     batch = Batch("b1", "research", ["a", "b"], model_label="m", max_concurrency=2)
     batch.mark_running("b1-0")
     batch.mark_running("b1-1")
-    tap = StreamTap(interval_s=0.25)
+    tap = StreamTap(interval_s=0.25)  # flushes on the chunks' own thread, when due
     versions: list[int] = []
     started = time.monotonic()
     for i in range(200):  # 200 chunks in ~0.6 s for each of two crews
