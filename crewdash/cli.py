@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -67,7 +68,9 @@ def _profile(args: argparse.Namespace) -> LatencyProfile:
         return base
     kind = cast(ProfileKind, args.profile or "fixed")
     seconds = base.seconds if args.latency is None else args.latency
-    return LatencyProfile(kind=kind, seconds=seconds, seed=base.seed)
+    return LatencyProfile(
+        kind=kind, seconds=seconds, seed=base.seed, tokens_per_s=base.tokens_per_s
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -93,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     try:
         settings = RunSettings(
-            llm=runtime.default_settings.llm,
+            llm=replace(runtime.default_settings.llm, stream=not args.no_stream),
             max_concurrency=args.max_concurrency,
             response_cache=args.cache,
         )
@@ -231,7 +234,24 @@ def cmd_bench_backends(args: argparse.Namespace) -> int:
     return 1 if any(r.failed for r in report.results) else 0
 
 
+def cmd_bench_stream(args: argparse.Namespace) -> int:
+    """`bench --stream` (crewdash/stream_bench.py), hosted profile unless `--profile`."""
+    from crewdash.stream_bench import bench_and_report
+
+    base = demo_profile_from_env()
+    kind = cast(ProfileKind, args.profile or "hosted")
+    profile = LatencyProfile(
+        kind=kind,
+        seconds=args.latency,
+        seed=base.seed,
+        tokens_per_s=base.tokens_per_s or (40.0 if kind == "fixed" else None),
+    )
+    return bench_and_report(check_n(args.n), profile, args.json)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.stream:
+        return cmd_bench_stream(args)
     if args.backends:
         return cmd_bench_backends(args)
     strategies = parse_strategies(args.strategies)
@@ -297,6 +317,9 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     run.add_argument("--max-concurrency", type=int, default=100)
     run.add_argument("--json", help="write the figures to this JSON file")
     run.add_argument("--no-history", action="store_true", help="do not record the batch")
+    run.add_argument(
+        "--no-stream", action="store_true", help="whole answers, no streaming (no TTFT)"
+    )
     run.add_argument("--cache", action="store_true", help="answer repeated calls from the cache")
     demo_options(run)
     run.set_defaults(func=cmd_run)
@@ -322,6 +345,12 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--ray-workers", type=int, default=2, help="Ray worker processes (with --backends)"
+    )
+    bench.add_argument(
+        "--stream",
+        action="store_true",
+        help="streaming instead: loop lag, wall streamed vs not, TTFT error at N=1 and --n, "
+        "the Run page's live-section refresh (demo model, hosted profile unless --profile)",
     )
     demo_options(bench)
     bench.set_defaults(func=cmd_bench, latency=1.0)

@@ -87,6 +87,9 @@ CSV_HEADER = (
     "files",
     "error",
     "result",
+    "ttft_s",
+    "generation_s",
+    "tokens_per_s",
 )
 
 
@@ -121,6 +124,9 @@ def to_csv(snap: BatchSnapshot) -> str:
                 "; ".join(c.files) or None,
                 c.error,
                 c.result,
+                _fixed(c.ttft_s, 3),
+                _fixed(c.generation_s, 3),
+                _fixed(c.tokens_per_s, 1),
             )
         )
     return csv_text(rows)
@@ -143,16 +149,19 @@ def to_markdown(snap: BatchSnapshot) -> str:
         "",
         "## Latency",
         "",
-        "| # | Topic | State | Start (s) | Duration (s) | LLM calls | Tokens |",
-        "|---|---|---|---|---|---|---|",
+        "| # | Topic | State | Start (s) | Duration (s) | LLM calls | Tokens | TTFT (s) "
+        "| Tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in snap.crews:
         start = "" if c.started_at is None else f"{c.started_at - snap.created_at:.2f}"
         duration = "" if c.duration is None else f"{c.duration:.2f}"
         calls = sum(1 for s in c.spans if s.kind == "llm")
+        ttft = "" if c.ttft_s is None else f"{c.ttft_s:.2f}"
+        rate = "" if c.tokens_per_s is None else f"{c.tokens_per_s:.0f}"
         lines.append(
             f"| {c.index + 1} | {_cell(c.topic)} | {c.state.value} | {start} | "
-            f"{duration} | {calls} | {c.tokens.total} |"
+            f"{duration} | {calls} | {c.tokens.total} | {ttft} | {rate} |"
         )
     lines += ["", "## Results", ""]
     for c in snap.crews:

@@ -24,6 +24,7 @@ from crewdash.config import (
 from crewdash.errors import RetryBudgetSpent, SettingsError, redact
 from crewdash.response_cache import CachingTransport
 from crewdash.retries import ResilientTransport, shared_limiter
+from crewdash.run_context import stream_off
 from crewdash.settings import load_settings
 
 PROVIDERS = ("demo", "openai", "anthropic", "gemini", "ollama", "openai_compatible")
@@ -83,6 +84,7 @@ class LLMSettings:
     requests_per_minute: int | None = None  # shared by all crews on this endpoint
     retry_tries: int = field(default_factory=_retry_tries)
     retry_seconds: float = field(default_factory=_retry_seconds)
+    stream: bool = True  # stream answers through CrewAI (TTFT, live text); off: whole answers
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -210,6 +212,8 @@ def _openai_llm(
 def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
     """A new CrewAI `LLM` for one crew (clients are not shared between crews)."""
     kwargs: dict[str, Any] = {"timeout": settings.timeout_s}
+    if settings.stream and not stream_off.get():
+        kwargs["stream"] = True
     if settings.temperature is not None:
         kwargs["temperature"] = settings.temperature
     if settings.max_tokens is not None:
@@ -312,7 +316,10 @@ def check_connection(
     import time
     from dataclasses import replace
 
-    quick = replace(settings, timeout_s=timeout_s, max_tokens=settings.max_tokens or 16)
+    # one plain call: a provider refusing streaming still answers the check
+    quick = replace(
+        settings, timeout_s=timeout_s, max_tokens=settings.max_tokens or 16, stream=False
+    )
     started = time.perf_counter()
     try:
         llm = build_llm(quick, demo_base_url)

@@ -43,12 +43,23 @@ def demo_profile_from_env(env: Mapping[str, str] | None = None) -> LatencyProfil
     A latency given alone means a fixed profile.
     """
     settings = load_settings(
-        env, only={"CREWDASH_DEMO_LATENCY", "CREWDASH_DEMO_SEED", "CREWDASH_DEMO_PROFILE"}
+        env,
+        only={
+            "CREWDASH_DEMO_LATENCY",
+            "CREWDASH_DEMO_SEED",
+            "CREWDASH_DEMO_PROFILE",
+            "CREWDASH_DEMO_TOKENS_PER_S",
+        },
     )
     latency, seed = settings.demo_latency, settings.demo_seed
     kind = settings.demo_profile or ("hosted" if latency is None else "fixed")
     try:
-        return LatencyProfile(kind=kind, seconds=1.0 if latency is None else latency, seed=seed)
+        return LatencyProfile(
+            kind=kind,
+            seconds=1.0 if latency is None else latency,
+            seed=seed,
+            tokens_per_s=settings.demo_tokens_per_s,
+        )
     except ValueError as exc:
         raise SettingsError(f"CREWDASH_DEMO_LATENCY: {exc}") from None
 

@@ -131,6 +131,7 @@ class SpanRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    first_token_at: Mapped[float | None] = mapped_column(Float)  # streamed calls (TTFT)
 
 
 class OwnerRow(Base):
@@ -304,6 +305,7 @@ class Store:
                 row.prompt_tokens = span.tokens.prompt
                 row.completion_tokens = span.tokens.completion
                 row.total_tokens = span.tokens.total
+                row.first_token_at = span.first_token_at
                 session.add(row)
 
     def finish_batch(self, snap: BatchSnapshot) -> None:
@@ -642,6 +644,7 @@ def _span(row: SpanRow) -> Span:
         finished_at=row.finished_at,
         error=row.error,
         tokens=TokenUsage(row.prompt_tokens, row.completion_tokens, row.total_tokens),
+        first_token_at=row.first_token_at,
     )
 
 

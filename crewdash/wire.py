@@ -49,6 +49,10 @@ class SpanInfo(WireModel):
     finished_at: float | None
     tokens: Tokens
     error: str | None
+    first_token_at: float | None = Field(None, description="a streamed LLM call's first text")
+    ttft_s: float | None = Field(None, description="time to first token of a streamed call")
+    generation_s: float | None = Field(None, description="first token to the call's end")
+    tokens_per_s: float | None = Field(None, description="output tokens per second writing")
 
     @classmethod
     def from_span(cls, span: Span) -> SpanInfo:
@@ -60,6 +64,10 @@ class SpanInfo(WireModel):
             finished_at=span.finished_at,
             tokens=Tokens.from_usage(span.tokens),
             error=span.error,
+            first_token_at=span.first_token_at,
+            ttft_s=span.ttft,
+            generation_s=span.generation_s,
+            tokens_per_s=span.tokens_per_s,
         )
 
 
@@ -111,6 +119,11 @@ class CrewDetail(WireModel):
     files: list[str] = Field(description="files its tasks wrote, relative to its own folder")
     duration_s: float | None = Field(description="start to finish (to now while running)")
     cost_usd: float | None = Field(description="at today's prices; null if the model has none")
+    ttft_s: float | None = Field(
+        None, description="time to first token of its first streamed LLM call; null unstreamed"
+    )
+    generation_s: float | None = Field(None, description="seconds its streamed calls spent writing")
+    tokens_per_s: float | None = Field(None, description="output tokens per second writing")
 
     @classmethod
     def from_snapshot(cls, crew: CrewSnapshot, batch: BatchSnapshot) -> CrewDetail:
@@ -133,6 +146,9 @@ class CrewDetail(WireModel):
             files=list(crew.files),
             duration_s=crew.duration,
             cost_usd=crew_cost(batch, crew),
+            ttft_s=crew.ttft_s,
+            generation_s=crew.generation_s,
+            tokens_per_s=crew.tokens_per_s,
         )
 
 
@@ -275,6 +291,14 @@ class CrewEvent(WireModel):
         )
 
 
+class ChunkEvent(WireModel):
+    """The `data` of an SSE `chunk` event: new streamed text of a running crew (coalesced, a few
+    times a second); a crew's chunks come before its final `crew` event."""
+
+    run_id: str
+    text: str
+
+
 class DoneEvent(WireModel):
     """The `data` of the SSE `done` event: every crew has ended; the batch's figures."""
 
@@ -358,6 +382,8 @@ class CrewReport(WireModel):
     result: str | None
     tasks: list[TaskOutput]
     files: list[str] = Field(description="absolute paths of the files its tasks wrote")
+    ttft_s: float | None = Field(None, description="time to first token; null unstreamed")
+    tokens_per_s: float | None = Field(None, description="output tokens per second writing")
 
     @classmethod
     def from_snapshot(cls, crew: CrewSnapshot, folder: Path) -> CrewReport:
@@ -371,6 +397,8 @@ class CrewReport(WireModel):
             result=crew.result,
             tasks=[TaskOutput(name=t.name, agent=t.agent, output=t.output) for t in crew.tasks],
             files=[str(folder / f) for f in crew.files],
+            ttft_s=None if crew.ttft_s is None else round(crew.ttft_s, 3),
+            tokens_per_s=None if crew.tokens_per_s is None else round(crew.tokens_per_s, 1),
         )
 
 

@@ -14,6 +14,7 @@ from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads
 from ui.polling import poll_until_done
 from ui.resume_view import render_resume
 from ui.session import require_login, run_settings, runtime, state
+from ui.stream_view import render_live_answers
 
 require_login()
 
@@ -163,6 +164,7 @@ if batch_id:
         if not snap.done:
             render_cancel(snap)
             render_queue(snap)
+            render_live_answers(snap)
         render_batch(snap)
         if snap.done:
             render_downloads(snap, "run")
