@@ -71,7 +71,12 @@ def interrupt_after_checkpoints(
             break
         assert time.time() < deadline, f"no checkpoints: {steps}"
         time.sleep(0.02)
+    url = rt.store.engine.url.render_as_string(hide_password=False)
     rt.close()
+    # a crew may finish one more task between the look above and the stop: read what was kept
+    store = Store(url)
+    steps = checkpointed(store, batch_id)
+    store.close()
     return batch_id, steps
 
 

@@ -42,7 +42,7 @@ def test_the_history_page_resumes_an_interrupted_batch(
                 timeout=30_000
             )
             expect(
-                page.get_by_text(re.compile(r"0 queued · 0 running · 2 succeeded"))
+                page.get_by_text(re.compile(r"0 queued · 0 running · 2 succeeded")).first
             ).to_be_visible(timeout=60_000)
             assert demo.stats.requests - before == 6 - restored
             tabs = page.locator(MAIN).get_by_role("tab", name=re.compile(r"\(restored\)$"))
