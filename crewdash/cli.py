@@ -28,9 +28,11 @@ from crewdash.bench import MAX_N, check_n, parse_strategies, run_sweep
 from crewdash.bench_report import STRATEGY_INFO, BenchReport
 from crewdash.blueprints import describe_blueprints, load_blueprint
 from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL, outputs_dir
+from crewdash.demo_limits import ProviderLimits
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
 from crewdash.errors import CrewdashError, SettingsError
 from crewdash.execution import Backend
+from crewdash.governor_bench import run_limits_bench
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime, backend_from_env, demo_profile_from_env
@@ -224,9 +226,38 @@ def cmd_bench_backends(args: argparse.Namespace) -> int:
     return 1 if any(r.failed for r in report.results) else 0
 
 
+def cmd_bench_limits(args: argparse.Namespace) -> int:
+    """The rate governor against emulated provider limits, and retries only, in one run."""
+    report = run_limits_bench(
+        args.n,
+        ProviderLimits.parse(args.limits),
+        args.latency,
+        progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr),
+    )
+    print(f"{report.limits.describe()} · one call {report.latency_s:g} s · N={args.n}")
+    header = (
+        f"{'mode':<14}{'wall s':>8}{'bound s':>9}{'wall/bound':>11}{'calls':>7}{'tokens':>8}"
+        f"{'429s':>6}{'429 %':>7}{'failed':>7}{'waits':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in report.results:
+        print(
+            f"{r.mode:<14}{r.wall_s:>8.2f}{r.bound_s:>9.2f}{r.wall_over_bound:>11.3f}{r.calls:>7}"
+            f"{r.tokens:>8}{r.http_429:>6}{r.http_429_share:>7.1%}{r.failed:>7}"
+            f"{r.governor_waits:>7}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    governed = next((r for r in report.results if r.mode == "governor"), None)
+    return 1 if governed is not None and governed.failed else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.backends:
         return cmd_bench_backends(args)
+    if args.limits:
+        return cmd_bench_limits(args)
     strategies = parse_strategies(args.strategies)
     ns = [check_n(int(x)) for x in args.sweep.split(",")] if args.sweep else [check_n(args.n)]
     llm = _bench_llm(args, sum(ns) * len(strategies))
@@ -314,6 +345,11 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--ray-workers", type=int, default=2, help="Ray worker processes (with --backends)"
+    )
+    bench.add_argument(
+        "--limits",
+        help="emulate a provider's limits (rpm=600,tpm=60000): the rate governor against "
+        "retries only, same crews (the research blueprint)",
     )
     demo_options(bench)
     bench.set_defaults(func=cmd_bench, latency=1.0)

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from crewdash.config import DEMO_MODEL_NAME
+from crewdash.demo_limits import LimitEmulator, ProviderLimits
 from crewdash.settings import DemoProfile
 
 ProfileKind = DemoProfile
@@ -290,9 +291,12 @@ def create_app(
     profile: LatencyProfile,
     stats: ServerStats | None = None,
     failures: FailureRates | None = None,
+    limits: ProviderLimits | None = None,
 ) -> FastAPI:
     """The ASGI app: `/v1/chat/completions`, `/v1/models` and `/healthz`."""
     app = FastAPI(title="crewdash demo model", docs_url=None, redoc_url=None)
+    emulator = LimitEmulator(limits) if limits is not None and limits.any else None
+    app.state.limits = emulator
     counters = stats or ServerStats()
     app.state.stats = counters
     inject = failures or FailureRates()
@@ -315,7 +319,7 @@ def create_app(
         return {"object": "list", "data": [entry]}
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> Response:
+    async def chat(body: ChatRequest, request: Request) -> Response:
         prompt = "\n".join(_message_text(m) for m in body.messages)
         if marker := FAIL_MARKER.search(prompt):
             counters.mark()
@@ -332,6 +336,18 @@ def create_app(
             "completion_tokens": count_tokens(answer),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        key = LimitEmulator.key_of(request.headers.get("authorization"))
+        if emulator is not None and (
+            refused := emulator.admit(
+                key,
+                emulator.cost(
+                    usage["prompt_tokens"], usage["completion_tokens"], _max_tokens(body)
+                ),
+            )
+        ):
+            message = "simulated provider rate limit (demo limits): slow down"
+            content = {"error": {"message": message, "type": "rate_limit_error"}}
+            return JSONResponse(status_code=429, headers=refused, content=content)
         delay = profile.delay_for(prompt)
         with sequence_lock:
             failure = inject.pick(next(sequence))
@@ -367,7 +383,9 @@ def create_app(
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             chunks = _stream(completion_id, created, body.model, answer, usage, include_usage)
             return StreamingResponse(
-                _delayed(counters, delay, chunks), media_type="text/event-stream"
+                _delayed(counters, delay, chunks),
+                media_type="text/event-stream",
+                headers=emulator.headers(key) if emulator else None,
             )
         counters.enter(delay)
         try:
@@ -390,10 +408,17 @@ def create_app(
                     }
                 ],
                 "usage": usage,
-            }
+            },
+            headers=emulator.headers(key) if emulator else None,
         )
 
     return app
+
+
+def _max_tokens(body: ChatRequest) -> int | None:
+    extra = body.model_extra or {}
+    value = extra.get("max_completion_tokens") or extra.get("max_tokens")
+    return value if isinstance(value, int) else None
 
 
 async def _delayed(stats: ServerStats, delay: float, chunks: list[str]) -> AsyncIterator[str]:
@@ -456,8 +481,10 @@ class DemoLLMServer:
         port: int = 0,
         failures: FailureRates | None = None,
         host: str = "127.0.0.1",
+        limits: ProviderLimits | None = None,
     ) -> None:
         self.host = host
+        self.limits = limits or ProviderLimits()
         self.profile = profile or LatencyProfile()
         self.failures = failures or FailureRates()
         self.stats = ServerStats()
@@ -465,8 +492,10 @@ class DemoLLMServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.port: int = self._sock.getsockname()[1]
+        app = create_app(self.profile, self.stats, self.failures, self.limits)
+        self.app_limits: LimitEmulator | None = app.state.limits  # its counters, for benchmarks
         config = uvicorn.Config(
-            create_app(self.profile, self.stats, self.failures),
+            app,
             log_level="warning",
             lifespan="off",
             access_log=False,

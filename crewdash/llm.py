@@ -22,7 +22,8 @@ from crewdash.config import (
     DEMO_MODEL_NAME,
 )
 from crewdash.errors import RetryBudgetSpent, SettingsError, redact
-from crewdash.retries import ResilientTransport, shared_limiter
+from crewdash.governor import governor_for
+from crewdash.retries import Limiter, ResilientTransport, shared_limiter
 from crewdash.settings import load_settings
 
 PROVIDERS = ("demo", "openai", "anthropic", "gemini", "ollama", "openai_compatible")
@@ -80,6 +81,8 @@ class LLMSettings:
     max_tokens: int | None = None
     timeout_s: float = field(default_factory=_call_timeout)
     requests_per_minute: int | None = None  # shared by all crews on this endpoint
+    tokens_per_minute: int | None = None  # the governor's, with requests_per_minute
+    governor: bool = True  # False: only the fixed requests-per-minute pace and retries
     retry_tries: int = field(default_factory=_retry_tries)
     retry_seconds: float = field(default_factory=_retry_seconds)
 
@@ -98,6 +101,12 @@ class LLMSettings:
             raise SettingsError("the retry budget must be between 1 and 100 tries")
         if not 0 < self.retry_seconds <= 3600:
             raise SettingsError("the retry budget must be between 0 and 3600 seconds")
+        for name, value in (
+            ("requests", self.requests_per_minute),
+            ("tokens", self.tokens_per_minute),
+        ):
+            if value is not None and value < 1:
+                raise SettingsError(f"the {name} per minute limit must be at least 1 (or unset)")
 
     def with_environment_key(self, env: Mapping[str, str] | None = None) -> LLMSettings:
         """These settings with the provider's key from this process's environment filled in,
@@ -150,17 +159,31 @@ class _SyncClients:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._clients: dict[tuple[str, str, float, int], OpenAI] = {}
+        self._clients: dict[tuple[str, str, float, int, int, bool], OpenAI] = {}
 
-    def get(self, base_url: str, api_key: str, timeout: float, rpm: int | None) -> OpenAI:
+    def get(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float,
+        rpm: int | None,
+        tpm: int | None = None,
+        governed: bool = False,
+    ) -> OpenAI:
         digest = hashlib.sha256(api_key.encode()).hexdigest()  # the key itself is not kept as a key
-        key = (base_url, digest, timeout, rpm or 0)
+        key = (base_url, digest, timeout, rpm or 0, tpm or 0, governed)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
                 # Retries live in the transport (tenacity, visible in the timeline), so the SDK's
-                # own retries are off; the rate limit is shared by everything on this endpoint.
-                transport = ResilientTransport(limiter=shared_limiter(base_url, rpm))
+                # own retries are off; the rate limit is shared by everything on this endpoint
+                # (the governor: by everything on this endpoint and key, across processes too).
+                limiter: Limiter | None = (
+                    governor_for(base_url, api_key, rpm, tpm, _redis_url())
+                    if governed
+                    else shared_limiter(base_url, rpm)
+                )
+                transport = ResilientTransport(limiter=limiter)
                 client = OpenAI(
                     api_key=api_key,
                     base_url=base_url,
@@ -190,8 +213,19 @@ def set_sync_client(llm: LLM, client: OpenAI) -> None:
     setattr(llm, _CREWAI_CLIENT_SLOT, client)
 
 
+def _redis_url() -> str | None:
+    return load_settings(only={"REDIS_URL"}).redis_url
+
+
 def _openai_llm(
-    model: str, base_url: str | None, api_key: str | None, rpm: int | None = None, **kwargs: Any
+    model: str,
+    base_url: str | None,
+    api_key: str | None,
+    rpm: int | None = None,
+    *,
+    tpm: int | None = None,
+    governed: bool = False,
+    **kwargs: Any,
 ) -> LLM:
     if not api_key:
         raise SettingsError("this provider needs an API key")
@@ -201,13 +235,15 @@ def _openai_llm(
     llm = LLM(model=f"openai/{model}", base_url=url, max_retries=0, **kwargs)
     llm.api_key = api_key
     if sync_client_slot(llm) == (True, None):
-        set_sync_client(llm, _shared.get(url, api_key, float(kwargs.get("timeout") or 600), rpm))
+        timeout = float(kwargs.get("timeout") or 600)
+        set_sync_client(llm, _shared.get(url, api_key, timeout, rpm, tpm, governed))
     return llm
 
 
 def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
     """A new CrewAI `LLM` for one crew (clients are not shared between crews)."""
     kwargs: dict[str, Any] = {"timeout": settings.timeout_s}
+    limits: dict[str, Any] = {"tpm": settings.tokens_per_minute, "governed": settings.governor}
     if settings.temperature is not None:
         kwargs["temperature"] = settings.temperature
     if settings.max_tokens is not None:
@@ -217,7 +253,12 @@ def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
         if not demo_base_url:
             raise SettingsError("the demo model is not running")
         return _openai_llm(
-            settings.model, demo_base_url, _DEMO_KEY, settings.requests_per_minute, **kwargs
+            settings.model,
+            demo_base_url,
+            _DEMO_KEY,
+            settings.requests_per_minute,
+            **limits,
+            **kwargs,
         )
     if settings.provider == "openai_compatible":
         return _openai_llm(
@@ -225,6 +266,7 @@ def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
             settings.base_url,
             settings.api_key or "not-needed",
             settings.requests_per_minute,
+            **limits,
             **kwargs,
         )
     if settings.provider == "ollama":
@@ -242,6 +284,7 @@ def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
         settings.base_url,
         settings.api_key or _provider_key("openai"),
         settings.requests_per_minute,
+        **limits,
         **kwargs,
     )
 
