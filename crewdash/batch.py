@@ -25,6 +25,7 @@ class CrewState(StrEnum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
     INTERRUPTED = "interrupted"  # the process died first; set when the store reopens
+    BUDGET_EXCEEDED = "budget_exceeded"  # not started: the batch's budget would be passed
 
     @property
     def final(self) -> bool:

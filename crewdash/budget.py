@@ -12,7 +12,7 @@ finished crews once there is one, else the blueprint's (`estimate_batch`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,9 +161,13 @@ class BudgetStatus:
 
 
 def budget_status(
-    budget: Budget, snap: BatchSnapshot, estimate: BatchEstimate | None = None
+    budget: Budget,
+    snap: BatchSnapshot,
+    estimate: BatchEstimate | None = None,
+    admitted: Collection[str] = (),
 ) -> BudgetStatus:
-    """Spend so far, and the projection if one more crew started now."""
+    """Spend so far, and the projection if one more crew started now (`admitted`: crews let
+    through that may not show as running yet)."""
     price = price_for(snap.model)
     spent = batch_spend(snap)
     finished = [c for c in snap.crews if c.state is CrewState.SUCCEEDED and crew_spend(c).total > 0]
@@ -173,7 +177,7 @@ def budget_status(
         per_crew = estimate.per_crew if estimate else TokenUsage()
     still = TokenUsage()
     for crew in snap.crews:
-        if crew.state is CrewState.RUNNING:
+        if crew.state is CrewState.RUNNING or (crew.run_id in admitted and not crew.state.final):
             used = crew_spend(crew)
             still = still + TokenUsage(
                 max(0, per_crew.prompt - used.prompt),
@@ -185,10 +189,13 @@ def budget_status(
 
 
 def over_budget(
-    budget: Budget, snap: BatchSnapshot, estimate: BatchEstimate | None = None
+    budget: Budget,
+    snap: BatchSnapshot,
+    estimate: BatchEstimate | None = None,
+    admitted: Collection[str] = (),
 ) -> str | None:
     """Why the next crew may not start (it would cross the budget), or None."""
-    status = budget_status(budget, snap, estimate)
+    status = budget_status(budget, snap, estimate, admitted)
     cap = budget.usd if budget.usd is not None else budget.tokens
     if cap is not None and status.projected > cap:
         return (

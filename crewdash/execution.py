@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from crewdash.batch import Batch, CrewSnapshot, CrewState, TaskResult, TokenUsage
 from crewdash.blueprints import BaseBlueprint
-from crewdash.events import current_run, event_router, record_retry
+from crewdash.events import current_run, event_router, record_governor_wait, record_retry
 from crewdash.llm import LLMSettings, plain_error
 from crewdash.retries import RetryBudget, call_timeout, crew_budget
 from crewdash.run_context import LLMFactory, install, list_files, output_dir, run_llm
@@ -169,6 +169,7 @@ def crew_retry_budget(batch: Batch, job: CrewJob) -> RetryBudget:
         job.llm.retry_seconds,
         call_timeout_s=call_timeout(job.llm.timeout_s, job.timeout_s),
         on_retry=partial(record_retry, batch, job.run_id),
+        on_wait=partial(record_governor_wait, batch, job.run_id),
     )
 
 

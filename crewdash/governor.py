@@ -16,6 +16,7 @@ does (600 RPM as 60 per 6 seconds; see `per_minute_window`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -47,7 +48,8 @@ JITTER_SHARE = 0.01
 # Limits unknown (no settings, no answer yet): one call goes first and the others wait for its
 # answer's headers, at most this long, instead of all bursting into 429s.
 PROBE_WAIT_S = 30.0
-ESTIMATE_KEY = "crewdash_estimate"  # where a request carries its estimate, across retries
+ESTIMATE_KEY = "crewdash_estimate"
+PROBE_KEY = "crewdash_probe"  # the call sent before the limits were known  # where a request carries its estimate, across retries
 
 
 def per_minute_window(limit: int) -> tuple[int, int]:
@@ -200,8 +202,8 @@ class TokenEstimator:
         else:
             raw, exact = max(1, math.ceil(len(text) / 4)), False
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
-        bounded = isinstance(cap, int) and cap > 0
-        return self.update(Estimate(raw, int(cap) if bounded else 0, raw, exact, bounded))
+        output = cap if isinstance(cap, int) and cap > 0 else 0
+        return self.update(Estimate(raw, output, raw, exact, output > 0))
 
     def update(self, estimate: Estimate) -> Estimate:
         """`estimate` with what was learned since it was made (a call may wait a while)."""
@@ -409,6 +411,7 @@ class Governor:
                 while True:
                     probe = self._probe()
                     if probe == "go":
+                        request.extensions[PROBE_KEY] = True
                         break
                     if probe == "wait":
                         self._sleep(0.02)
@@ -502,6 +505,12 @@ class Governor:
             if learned != self._learned:
                 self._learned = learned
                 self._apply()
+        estimate = request.extensions.get(ESTIMATE_KEY)
+        if request.extensions.pop(PROBE_KEY, False) and isinstance(estimate, Estimate):
+            # the first call went before the windows knew the limits: count it now (late, so
+            # on the safe side), else the provider's window holds one call more than ours
+            with contextlib.suppress(Exception):
+                self._take(estimate)
         if response.status_code == 429:
             with self._lock:
                 self.http_429 += 1
@@ -514,7 +523,6 @@ class Governor:
         # `remaining` and `reset` of a 200 are not turned into pauses: they describe the
         # provider's window when it answered (ours already paced this key into it), and pausing
         # on them held every call for a whole quantum (measured: 1.44x the bound instead of ~1).
-        estimate = request.extensions.get(ESTIMATE_KEY)
         if (
             response.status_code == 200
             and isinstance(estimate, Estimate)

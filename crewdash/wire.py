@@ -371,6 +371,7 @@ class RunReport(WireModel):
     crews: int
     succeeded: int
     failed: int
+    budget_exceeded: int = Field(0, description="crews not started: the budget would be passed")
     max_concurrency: int
     wall_s: float
     slowest_crew_s: float
@@ -391,6 +392,7 @@ class RunReport(WireModel):
             crews=len(snap.crews),
             succeeded=snap.count(CrewState.SUCCEEDED),
             failed=snap.count(CrewState.FAILED),
+            budget_exceeded=snap.count(CrewState.BUDGET_EXCEEDED),
             max_concurrency=snap.max_concurrency,
             wall_s=round(snap.wall_s, 3),
             slowest_crew_s=round(snap.slowest_crew_s, 3),

@@ -26,7 +26,12 @@ REFRESH_SECONDS = 0.75
 def render_headline(snap: BatchSnapshot) -> None:
     done = sum(1 for c in snap.crews if c.state.final)  # every ending, not only success/failure
     always = (CrewState.RUNNING, CrewState.QUEUED, CrewState.FAILED)
-    rest = (CrewState.CANCELLED, CrewState.TIMED_OUT, CrewState.INTERRUPTED)
+    rest = (
+        CrewState.CANCELLED,
+        CrewState.TIMED_OUT,
+        CrewState.INTERRUPTED,
+        CrewState.BUDGET_EXCEEDED,
+    )
     counts = [(state, snap.count(state)) for state in (*always, *rest)]
     cols = st.columns(6)
     cols[0].metric(
