@@ -48,8 +48,8 @@ JITTER_SHARE = 0.01
 # Limits unknown (no settings, no answer yet): one call goes first and the others wait for its
 # answer's headers, at most this long, instead of all bursting into 429s.
 PROBE_WAIT_S = 30.0
-ESTIMATE_KEY = "crewdash_estimate"
-PROBE_KEY = "crewdash_probe"  # the call sent before the limits were known  # where a request carries its estimate, across retries
+ESTIMATE_KEY = "crewdash_estimate"  # where a request carries its estimate, across retries
+PROBE_KEY = "crewdash_probe"  # the call sent before the limits were known
 
 
 def per_minute_window(limit: int) -> tuple[int, int]:
