@@ -152,6 +152,8 @@ class BatchSnapshot:
     notes: tuple[str, ...] = ()
     model: str = ""  # the model's name, for pricing
     kind: str = "yaml"  # the blueprint's kind: yaml, crew, json_crew, flow or flow_yaml
+    budget_usd: float | None = None  # the batch's budget (crewdash.budget), if it has one
+    budget_tokens: int | None = None
 
     @property
     def done(self) -> bool:
@@ -208,6 +210,8 @@ class Batch:
         model: str = "",
         inputs: Sequence[Mapping[str, str]] | None = None,
         kind: str = "yaml",
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
     ) -> None:
         now = time.time()
         ids = run_ids or [f"{batch_id}-{i}" for i in range(len(topics))]
@@ -238,6 +242,8 @@ class Batch:
             notes=tuple(notes),
             model=model,
             kind=kind,
+            budget_usd=budget_usd,
+            budget_tokens=budget_tokens,
         )
 
     @property

@@ -21,6 +21,7 @@ from crewdash.config import (
     DEFAULT_OPENAI_MODEL,
     DEMO_MODEL_NAME,
 )
+from crewdash.demo_limits import ProviderLimits
 from crewdash.errors import RetryBudgetSpent, SettingsError, redact
 from crewdash.governor import governor_for
 from crewdash.retries import Limiter, ResilientTransport, shared_limiter
@@ -132,13 +133,32 @@ class LLMSettings:
 def default_llm_settings(env: Mapping[str, str] | None = None) -> LLMSettings:
     """The demo model, unless `OPENAI_API_KEY` is set (then OpenAI, `CREWDASH_OPENAI_MODEL`)."""
     settings = load_settings(
-        env, only={"OPENAI_API_KEY", "CREWDASH_OPENAI_MODEL", "OPENAI_BASE_URL"}
+        env,
+        only={
+            "OPENAI_API_KEY",
+            "CREWDASH_OPENAI_MODEL",
+            "OPENAI_BASE_URL",
+            "CREWDASH_RATE_LIMITS",
+            "CREWDASH_GOVERNOR",
+        },
     )
+    try:
+        limits = ProviderLimits.parse(settings.rate_limits)
+    except SettingsError as exc:
+        raise SettingsError(f"CREWDASH_RATE_LIMITS: {exc}") from None
+    governed: dict[str, Any] = {
+        "requests_per_minute": limits.rpm,
+        "tokens_per_minute": limits.tpm,
+        "governor": settings.governor,
+    }
     if settings.openai_api_key:
         return LLMSettings(
-            provider="openai", model=settings.openai_model, base_url=settings.openai_base_url
+            provider="openai",
+            model=settings.openai_model,
+            base_url=settings.openai_base_url,
+            **governed,
         )
-    return LLMSettings()
+    return LLMSettings(**governed)
 
 
 def _provider_key(provider: str, env: Mapping[str, str] | None = None) -> str | None:

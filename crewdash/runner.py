@@ -165,6 +165,8 @@ class Runner:
             model=settings.llm.model,
             inputs=crew_inputs,
             kind=bp.kind,
+            budget_usd=settings.budget.usd if settings.budget else None,
+            budget_tokens=settings.budget.tokens if settings.budget else None,
         )
         if self.store is not None:
             self.store.create_batch(batch.snapshot(), source)  # before any crew can finish
