@@ -12,7 +12,7 @@ finished crews once there is one, else the blueprint's (`estimate_batch`).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,7 @@ def _text(config: Mapping[str, Any], keys: tuple[str, ...]) -> str:
 
 def estimate_batch(
     blueprint: BaseBlueprint,
-    topics: list[str],
+    topics: Sequence[str],
     model: str,
     max_tokens: int | None = None,
 ) -> BatchEstimate:

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +28,7 @@ from crewdash.batch import BatchSnapshot
 from crewdash.bench import MAX_N, check_n, parse_strategies, run_sweep
 from crewdash.bench_report import STRATEGY_INFO, BenchReport
 from crewdash.blueprints import describe_blueprints, load_blueprint
+from crewdash.budget import Budget, estimate_batch
 from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL, outputs_dir
 from crewdash.demo_limits import ProviderLimits
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
@@ -80,17 +82,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     inputs = parse_inputs(args.input)
     blueprint = load_blueprint(args.blueprint)  # a broken blueprint fails before anything starts
     blueprint.inputs_for(topics.items[0], inputs, args.fan_out)
-    settings = RunSettings(llm=default_llm_settings(), max_concurrency=args.max_concurrency)
+    budget = (
+        Budget(usd=args.budget_usd, tokens=args.budget_tokens)
+        if args.budget_usd is not None or args.budget_tokens is not None
+        else None
+    )
+    llm = default_llm_settings()
+    if args.rate_limits:
+        limits = ProviderLimits.parse(args.rate_limits)
+        llm = replace(llm, requests_per_minute=limits.rpm, tokens_per_minute=limits.tpm)
+    if budget is not None:
+        budget.check_price(llm.model)  # a USD budget without a price: nothing starts
+        est = estimate_batch(blueprint, topics.items, llm.model, llm.max_tokens)
+        cost = "no price" if est.cost_usd is None else f"${est.cost_usd:,.4f}"
+        print(
+            f"estimate: {est.calls} calls, {est.tokens:,} tokens, {cost}; "
+            f"budget {budget.describe()}",
+            file=sys.stderr,
+        )
+    settings = RunSettings(llm=llm, max_concurrency=args.max_concurrency, budget=budget)
     profile = _profile(args)
+    demo_limits = ProviderLimits.parse(args.demo_limits) if args.demo_limits else None
     backend = backend_from_env()  # CREWDASH_RUNNER: local or ray
     try:
-        runtime = Runtime(settings, profile, None if args.no_history else Store(), backend=backend)
+        runtime = Runtime(
+            settings,
+            profile,
+            None if args.no_history else Store(),
+            backend=backend,
+            demo_limits=demo_limits,
+        )
     except BaseException:
         backend.close()
         raise
     try:
         settings = RunSettings(
-            llm=runtime.default_settings.llm, max_concurrency=args.max_concurrency
+            llm=runtime.default_settings.llm,
+            max_concurrency=args.max_concurrency,
+            budget=budget,
         )
         if settings.llm.is_demo:
             runtime.warm_up().result(60)  # one-off process costs stay out of the timings
@@ -120,7 +149,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime.close()
     result = summary(snap)
     print(
-        f"{result['succeeded']}/{result['crews']} succeeded · wall {result['wall_s']:.2f} s · "
+        f"{result['succeeded']}/{result['crews']} succeeded"
+        + (f" · {result['budget_exceeded']} over budget" if result["budget_exceeded"] else "")
+        + f" · wall {result['wall_s']:.2f} s · "
         f"slowest crew {result['slowest_crew_s']:.2f} s · sum {result['sum_crew_s']:.2f} s · "
         f"speedup {result['speedup']:.1f}×"
     )
@@ -280,7 +311,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_llm(args: argparse.Namespace) -> int:
-    server = DemoLLMServer(_profile(args), port=args.port, host=args.host).start()
+    limits = ProviderLimits.parse(args.limits) if args.limits else None
+    server = DemoLLMServer(_profile(args), port=args.port, host=args.host, limits=limits).start()
     print(f"demo model ({server.profile.describe()}) at {server.base_url}", flush=True)
     try:
         while True:
@@ -317,6 +349,14 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--fan-out", metavar="NAME", help="the input each topic fills (default: topic)"
+    )
+    run.add_argument("--budget-usd", type=float, help="stop starting crews before this spend")
+    run.add_argument("--budget-tokens", type=int, help="the same budget in tokens")
+    run.add_argument(
+        "--rate-limits", metavar="rpm=N,tpm=N", help="the rate governor's limits (else learned)"
+    )
+    run.add_argument(
+        "--demo-limits", metavar="rpm=N,tpm=N", help="the demo model emulates these limits"
     )
     run.add_argument("--max-concurrency", type=int, default=100)
     run.add_argument("--json", help="write the figures to this JSON file")
@@ -359,6 +399,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     demo.add_argument(
         "--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (Ray workers)"
     )
+    demo.add_argument("--limits", metavar="rpm=N,tpm=N", help="emulate a provider's limits")
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
     return parser
