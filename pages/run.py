@@ -91,6 +91,8 @@ with st.form("run.form", border=False):
                 )
     render_budget_inputs()
     submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+    # the form sends the topics only when submitted: this button sends them without a Run
+    st.form_submit_button("Estimate cost", icon=":material/calculate:")
 
 if blueprint is not None:
     try:

@@ -10,6 +10,7 @@ from crewdash.blueprints import BaseBlueprint
 from crewdash.budget import Budget, budget_status, estimate_batch
 from crewdash.errors import SettingsError
 from crewdash.governor import governor_states
+from crewdash.governor_bench import LimitsReport
 from crewdash.llm import LLMSettings
 
 
@@ -84,3 +85,24 @@ def render_gauges() -> None:
             cols[3].metric("429s", s.http_429, help="Answered 429 despite the governor")
             shared = " · shared through Redis" if s.shared else ""
             st.caption(f"{s.name}{shared}" + "".join(f" · {n}" for n in s.notes[-2:]))
+
+
+def render_limits_report(report: LimitsReport) -> None:
+    """The governor-vs-retries benchmark: one row per mode, wall time against the bound."""
+    st.caption(f"{report.limits.describe()} · one call {report.latency_s:g} s")
+    rows = [
+        {
+            "Mode": r.mode.replace("_", " "),
+            "Wall (s)": r.wall_s,
+            "Bound (s)": r.bound_s,
+            "Wall / bound": r.wall_over_bound,
+            "Calls": r.calls,
+            "Tokens": r.tokens,
+            "429s": r.http_429,
+            "429 share": f"{r.http_429_share:.1%}",
+            "Failed crews": r.failed,
+            "Governor waits": r.governor_waits,
+        }
+        for r in report.results
+    ]
+    st.dataframe(rows, hide_index=True, width="stretch")
