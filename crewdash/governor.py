@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from limits import RateLimitItemPerSecond
@@ -287,8 +289,10 @@ class Governor:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        probe: bool = True,
     ) -> None:
         self.name = name
+        self.probe = probe  # limits unknown: one call first, the others wait for its answer
         self.identity = identity  # a digest of endpoint + key: the windows' shared id
         self.storage = storage or MemoryStorage()
         self.shared = isinstance(self.storage, RedisStorage)
@@ -312,6 +316,23 @@ class Governor:
         self.wait_s = 0.0
         self.http_429 = 0
         self.notes: list[str] = []
+
+    def reset(self) -> None:
+        """Forget what was learned and counted (a benchmark's fresh start; a new server on a
+        port an old one used). Windows kept in Redis are shared and stay."""
+        with self._lock:
+            self._learned = (None, None)
+            self._apply()
+            self._paused_until = 0.0
+            self._answered = False
+            self._probe_since = None
+            self.calls = self.waits = self.http_429 = 0
+            self.wait_s = 0.0
+            self.notes.clear()
+            if not self.shared:
+                self.storage = MemoryStorage()
+                self.windows = MovingWindowRateLimiter(self.storage)
+            self.estimator = TokenEstimator()
 
     # -- limits ------------------------------------------------------------------------------
 
@@ -455,7 +476,7 @@ class Governor:
         """ "go" for the first call while the limits are unknown, "wait" for the others until
         its answer (at most `PROBE_WAIT_S`), "" once limits are known or the answer came."""
         with self._lock:
-            if self._answered or self._requests or self._tokens:
+            if not self.probe or self._answered or self._requests or self._tokens:
                 return ""
             now = self._clock()
             if self._probe_since is None:
@@ -597,15 +618,31 @@ def _storage(redis_url: str | None) -> Storage:
     return _storages[key]
 
 
+def _loopback(endpoint: str) -> bool:
+    host = (urlsplit(endpoint).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def governor_for(
     endpoint: str,
     api_key: str,
     rpm: int | None = None,
     tpm: int | None = None,
     redis_url: str | None = None,
+    probe: bool | None = None,
 ) -> Governor:
     """The process-wide governor of one (endpoint, key); the limits given (settings) replace
-    the ones it had from settings, learned ones stay."""
+    the ones it had from settings, learned ones stay.
+
+    `probe` (limits unknown: the first call goes alone and its answer's headers teach the
+    limits) defaults to on for remote endpoints and off for this machine's (a local model
+    server rarely has limits, and waiting one call's latency at its first use would only
+    slow it); the benchmark turns it on for the demo's emulated limits."""
     ident = identity(endpoint, api_key)
     with _governors_lock:
         gov = _governors.get(ident)
@@ -615,9 +652,12 @@ def governor_for(
             except Exception as exc:  # noqa: BLE001 - a bad REDIS_URL must not stop the calls
                 log.warning("rate governor: Redis unusable (%s); governing this process alone", exc)
                 storage = _storage(None)
-            gov = Governor(endpoint, ident, rpm=rpm, tpm=tpm, storage=storage)
+            wanted = not _loopback(endpoint) if probe is None else probe
+            gov = Governor(endpoint, ident, rpm=rpm, tpm=tpm, storage=storage, probe=wanted)
             _governors[ident] = gov
             return gov
+    if probe is not None:
+        gov.probe = probe
     if (rpm or tpm) and gov.configured != (rpm, tpm):
         gov.configure(rpm, tpm)
     return gov

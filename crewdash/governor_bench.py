@@ -19,9 +19,9 @@ from crewdash.blueprints import builtin_blueprint
 from crewdash.demo_limits import LimitEmulator, ProviderLimits
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from crewdash.errors import SettingsError
-from crewdash.governor import governor_states
+from crewdash.governor import governor_for, governor_states
 from crewdash.jobs import Progress
-from crewdash.llm import LLMSettings
+from crewdash.llm import DEMO_API_KEY, LLMSettings
 from crewdash.runner import Runner, RunSettings
 
 MAX_N = 1000
@@ -78,6 +78,8 @@ def measure_mode(
         emulator = server.app_limits
         assert emulator is not None
         runner = Runner(max_concurrency=n, demo_base_url=lambda: server.base_url)
+        if mode == "governor":  # told nothing: it learns the limits from the first answer
+            governor_for(server.base_url, DEMO_API_KEY, probe=True).reset()
         try:
             llm = LLMSettings(governor=mode == "governor")
             started = time.perf_counter()

@@ -51,6 +51,7 @@ KEY_VARIABLES = {
 }
 OLLAMA_URL = "http://localhost:11434"
 _DEMO_KEY = "crewdash-demo-no-key-needed"
+DEMO_API_KEY = _DEMO_KEY  # the key the demo model is called with (its limits are per key)
 
 
 def _call_timeout() -> float:

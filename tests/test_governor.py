@@ -238,7 +238,8 @@ def test_the_governor_learns_the_limits_and_sends_nothing_into_a_429() -> None:
     with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0.05), limits=limits) as server:
         emulator = server.app_limits
         assert emulator is not None
-        gov = governor_for(server.base_url, "key-b")
+        gov = governor_for(server.base_url, "key-b", probe=True)
+        gov.reset()  # a server of an earlier test may have had this port
         transport = ResilientTransport(limiter=gov)
         started = time.monotonic()
         with httpx.Client(transport=transport, headers={"authorization": "Bearer key-b"}) as c:
@@ -308,3 +309,9 @@ def test_two_processes_on_one_key_share_one_governor_through_redis(ci: bool) -> 
     # alone, each process would have sent its 5 at once (10 > 6): together they stayed under
     assert (emulator.admitted, emulator.rejected) == (10, 0)
     assert wall >= 6.0  # the last 4 waited for the next quantum
+
+
+def test_only_remote_endpoints_hold_calls_for_a_first_answer_by_default() -> None:
+    assert governor_for(f"http://127.0.0.1:1/v1#{time.time()}", "k").probe is False
+    assert governor_for(f"http://localhost:1/v1#{time.time()}", "k").probe is False
+    assert governor_for(f"https://api.example.com/v1#{time.time()}", "k").probe is True
