@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fastapi.responses import JSONResponse
 from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -121,6 +123,18 @@ class LimitEmulator:
         headers["retry-after"] = f"{max(0.001, after):.3f}"
         headers["retry-after-ms"] = str(max(1, round(after * 1000)))
         return headers
+
+    def refusal(
+        self, key: str, usage: Mapping[str, int], max_tokens: int | None
+    ) -> JSONResponse | None:
+        """Count one request; None when admitted, else the 429 to answer."""
+        cost = self.cost(usage["prompt_tokens"], usage["completion_tokens"], max_tokens)
+        headers = self.admit(key, cost)
+        if headers is None:
+            return None
+        message = "simulated provider rate limit (demo limits): slow down"
+        content = {"error": {"message": message, "type": "rate_limit_error"}}
+        return JSONResponse(status_code=429, headers=headers, content=content)
 
     def headers(self, key: str) -> dict[str, str]:
         """OpenAI's six `x-ratelimit-*` headers for this key, now."""

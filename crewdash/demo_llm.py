@@ -337,17 +337,8 @@ def create_app(
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         key = LimitEmulator.key_of(request.headers.get("authorization"))
-        if emulator is not None and (
-            refused := emulator.admit(
-                key,
-                emulator.cost(
-                    usage["prompt_tokens"], usage["completion_tokens"], _max_tokens(body)
-                ),
-            )
-        ):
-            message = "simulated provider rate limit (demo limits): slow down"
-            content = {"error": {"message": message, "type": "rate_limit_error"}}
-            return JSONResponse(status_code=429, headers=refused, content=content)
+        if emulator is not None and (refused := emulator.refusal(key, usage, _max_tokens(body))):
+            return refused
         delay = profile.delay_for(prompt)
         with sequence_lock:
             failure = inject.pick(next(sequence))

@@ -315,3 +315,33 @@ def test_only_remote_endpoints_hold_calls_for_a_first_answer_by_default() -> Non
     assert governor_for(f"http://127.0.0.1:1/v1#{time.time()}", "k").probe is False
     assert governor_for(f"http://localhost:1/v1#{time.time()}", "k").probe is False
     assert governor_for(f"https://api.example.com/v1#{time.time()}", "k").probe is True
+
+
+def test_an_unreachable_redis_falls_back_to_governing_alone() -> None:
+    gov = governor_for(
+        f"http://127.0.0.1:2/v1#{time.time()}", "k", rpm=60, redis_url="redis://127.0.0.1:1/0"
+    )
+    assert gov.acquire(_request({"messages": [{"role": "user", "content": "hi"}]})) < 1.0
+    assert not gov.shared
+    assert any("Redis unreachable" in note for note in gov.notes)
+
+
+def test_a_streamed_answer_is_governed_and_counted_by_its_estimate() -> None:
+    limits = ProviderLimits(rpm=600, tpm=60_000)
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0.0), limits=limits) as server:
+        gov = governor_for(server.base_url, "stream-key", probe=True)
+        gov.reset()
+        transport = ResilientTransport(limiter=gov)
+        with httpx.Client(transport=transport, headers={"authorization": "Bearer s"}) as client:
+            body = {
+                "messages": [{"role": "user", "content": "hello"}],
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            with client.stream("POST", f"{server.base_url}/chat/completions", json=body) as r:
+                assert r.status_code == 200
+                assert r.headers["x-ratelimit-limit-tokens"] == "60000"
+                chunks = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert chunks[-1] == "data: [DONE]" and '"usage"' in chunks[-2]
+        assert gov.limits == (600, 60_000) and gov.state().calls == 1
+        assert gov.estimator.seen == 0  # a stream's body is the caller's: its estimate stands
