@@ -3,8 +3,10 @@ nothing lost from the crews that finished), and bad budgets refused with a messa
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from crewdash.batch import CrewState
@@ -15,6 +17,7 @@ from crewdash.errors import SettingsError
 from crewdash.llm import LLMSettings
 from crewdash.runner import Runner, RunSettings
 from crewdash.store import Store
+from tests.api_server import api_server
 from tests.conftest import finish
 
 
@@ -73,3 +76,26 @@ def test_a_batch_stops_at_its_cap_and_keeps_what_finished(
     assert saved is not None
     assert [c.state for c in saved.crews] == states
     assert [c.result for c in saved.crews[:3]] == [c.result for c in snap.crews[:3]]
+
+
+def test_the_api_takes_a_budget_and_refuses_bad_ones(tmp_path: Path) -> None:
+    with (
+        api_server(tmp_path, CREWDASH_DEMO_LATENCY="0.1") as url,
+        httpx.Client(base_url=url, timeout=60) as api,
+    ):
+        for bad, status, words in (
+            ({"budget_usd": 0}, 422, "greater than 0"),
+            ({"budget_tokens": -5}, 422, "greater than 0"),
+            ({"budget_usd": 1, "budget_tokens": 5}, 400, "either in USD or in tokens"),
+        ):
+            answer = api.post("/batches", json={"topics": ["a"], **bad})
+            assert answer.status_code == status, answer.text
+            assert words in answer.json()["detail"]
+        started = api.post("/batches", json={"topics": ["a", "b"], "budget_tokens": 1})
+        assert started.status_code == 202
+        batch_id = started.json()["batch_id"]
+        deadline = time.time() + 30
+        while not (body := api.get(f"/batches/{batch_id}").json())["done"]:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        assert [c["state"] for c in body["crews"]] == ["budget_exceeded"] * 2
