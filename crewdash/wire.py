@@ -148,6 +148,8 @@ class BatchDetail(WireModel):
     speedup: float
     tokens: Tokens
     cost_usd: float | None
+    budget_usd: float | None = Field(None, description="the batch's budget in USD, if any")
+    budget_tokens: int | None = Field(None, description="the batch's budget in tokens, if any")
 
     @classmethod
     def from_snapshot(cls, snap: BatchSnapshot) -> BatchDetail:
@@ -169,6 +171,8 @@ class BatchDetail(WireModel):
             speedup=snap.speedup,
             tokens=Tokens.from_usage(snap.tokens),
             cost_usd=batch_cost(snap),
+            budget_usd=snap.budget_usd,
+            budget_tokens=snap.budget_tokens,
         )
 
 

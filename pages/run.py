@@ -18,7 +18,6 @@ from ui.governor_view import (
     render_budget_inputs,
     render_estimate,
     render_gauges,
-    render_spend,
 )
 from ui.polling import poll_until_done
 from ui.session import llm_settings, require_login, run_settings, runtime, state
@@ -177,7 +176,6 @@ if batch_id:
             render_cancel(snap)
             render_queue(snap)
             render_gauges()
-        render_spend(snap)
         render_batch(snap)
         if snap.done:
             render_downloads(snap, "run")

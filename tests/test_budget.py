@@ -75,6 +75,7 @@ def test_a_batch_stops_at_its_cap_and_keeps_what_finished(
     saved = store.load(snap.batch_id)
     assert saved is not None
     assert [c.state for c in saved.crews] == states
+    assert saved.budget_tokens == budget.tokens and saved.budget_usd is None
     assert [c.result for c in saved.crews[:3]] == [c.result for c in snap.crews[:3]]
 
 
@@ -99,3 +100,4 @@ def test_the_api_takes_a_budget_and_refuses_bad_ones(tmp_path: Path) -> None:
             assert time.time() < deadline
             time.sleep(0.1)
         assert [c["state"] for c in body["crews"]] == ["budget_exceeded"] * 2
+        assert body["budget_tokens"] == 1 and body["budget_usd"] is None

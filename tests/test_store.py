@@ -70,7 +70,7 @@ def sample_batch(batch_id: str = "b1", topics: tuple[str, ...] = ("alpha", "beta
 
 def test_migrations_create_the_schema(store: Store) -> None:
     with store.engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0005"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0007"
 
 
 def test_round_trip_of_a_batch_with_crews_and_spans(store: Store) -> None:

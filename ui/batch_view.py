@@ -19,6 +19,7 @@ from crewdash.config import outputs_dir
 from crewdash.exports import FORMATS, export
 from crewdash.pricing import batch_cost
 from crewdash.run_context import crew_file
+from ui.governor_view import render_spend
 
 REFRESH_SECONDS = 0.75
 
@@ -68,6 +69,7 @@ def render_batch(snap: BatchSnapshot) -> None:
         f"Batch `{snap.batch_id}` · blueprint **{snap.blueprint}** · {snap.model_label} · "
         f"up to {snap.max_concurrency} crews at once · {state_word}"
     )
+    render_spend(snap)
     render_headline(snap)
     st.markdown(" · ".join(f"**{snap.count(state)}** {state.value}" for state in CrewState))
     st.dataframe(
