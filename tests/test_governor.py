@@ -345,3 +345,57 @@ def test_a_streamed_answer_is_governed_and_counted_by_its_estimate() -> None:
         assert chunks[-1] == "data: [DONE]" and '"usage"' in chunks[-2]
         assert gov.limits == (600, 60_000) and gov.state().calls == 1
         assert gov.estimator.seen == 0  # a stream's body is the caller's: its estimate stands
+
+
+def test_governor_waits_are_spans_in_the_crews_timeline() -> None:
+    """Two crews against 10 RPM (one call per 6 s): the second waits in the governor, and the
+    wait is a span of its own in the timeline, next to its LLM call."""
+    from crewdash.blueprints import builtin_blueprint
+    from crewdash.charts import timeline_figure
+    from crewdash.llm import LLMSettings
+    from crewdash.runner import Runner, RunSettings
+
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0.05), limits=ProviderLimits(10)) as s:
+        runner = Runner(max_concurrency=4, demo_base_url=lambda: s.base_url)
+        try:
+            settings = RunSettings(llm=LLMSettings(requests_per_minute=10))
+            batch_id = runner.submit(builtin_blueprint("research"), ["one", "two"], settings)
+            assert runner.batch(batch_id).wait(30)
+            snap = runner.snapshot(batch_id)
+        finally:
+            runner.close()
+        assert s.app_limits is not None and s.app_limits.rejected == 0
+    waits = [sp for c in snap.crews for sp in c.spans if sp.kind == "governor"]
+    assert len(waits) == 1 and 5.5 < (waits[0].duration or 0) < 8
+    assert all(c.state.value == "succeeded" for c in snap.crews)
+    names = {trace.name for trace in timeline_figure(snap).data}
+    assert "rate governor wait" in names
+
+
+def test_the_bench_command_compares_the_governor_with_retries_only(tmp_path: Path) -> None:
+    out = tmp_path / "limits.json"
+    command = ["bench", "--limits", "rpm=600,tpm=60000", "--n", "3", "--latency", "0.1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "crewdash", *command, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["limits"] == {"rpm": 600, "tpm": 60000}
+    modes = {r["mode"]: r for r in data["results"]}
+    assert set(modes) == {"governor", "retries_only"}
+    for r in modes.values():
+        assert r["calls"] == 3 and r["failed"] == 0 and r["bound_s"] > 0
+        assert set(r) >= {"wall_s", "bound_s", "calls", "http_429", "failed"}
+    bad = subprocess.run(
+        [sys.executable, "-m", "crewdash", "bench", "--limits", "rpm=lots"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert bad.returncode != 0 and "rpm must be a whole number" in bad.stderr
+    assert "Traceback" not in bad.stderr
