@@ -399,3 +399,16 @@ def test_the_bench_command_compares_the_governor_with_retries_only(tmp_path: Pat
     )
     assert bad.returncode != 0 and "rpm must be a whole number" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_bad_limit_settings_name_their_variable() -> None:
+    from crewdash.llm import default_llm_settings
+    from crewdash.runtime import Runtime
+
+    with pytest.raises(SettingsError, match="CREWDASH_DEMO_LIMITS: rpm must be a whole number"):
+        Runtime.from_env({"CREWDASH_DEMO_LIMITS": "rpm=x"})
+    with pytest.raises(SettingsError, match="CREWDASH_RATE_LIMITS: limits look like"):
+        default_llm_settings({"CREWDASH_RATE_LIMITS": "fast"})
+    llm = default_llm_settings({"CREWDASH_RATE_LIMITS": "rpm=500,tpm=200000"})
+    assert (llm.requests_per_minute, llm.tokens_per_minute, llm.governor) == (500, 200_000, True)
+    assert default_llm_settings({"CREWDASH_GOVERNOR": "false"}).governor is False
