@@ -17,6 +17,12 @@ navigation = st.navigation(
             url_path="run",
         ),
         st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
+        st.Page(
+            "pages/experiments.py",
+            title="Experiments",
+            icon=":material/science:",
+            url_path="experiments",
+        ),
         st.Page("pages/bench.py", title="Benchmark", icon=":material/speed:", url_path="bench"),
         st.Page(
             "pages/pitfalls.py", title="Pitfalls", icon=":material/warning:", url_path="pitfalls"

@@ -34,6 +34,7 @@ from crewdash.blueprints import describe_blueprints, list_blueprints
 from crewdash.budget import Budget
 from crewdash.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS, outputs_dir
 from crewdash.errors import BatchElsewhereError, CrewdashError, TopicError, UnknownBatchError
+from crewdash.experiment_api import router as experiment_router
 from crewdash.exports import FORMATS, export
 from crewdash.run_context import crew_file
 from crewdash.runner import RunSettings
@@ -127,6 +128,9 @@ class BatchRequest(BaseModel):
     )
     budget_tokens: int | None = Field(
         default=None, gt=0, le=10**12, description="The same budget in tokens."
+    )
+    cache: bool = Field(
+        default=False, description="Answer model calls identical to earlier ones from the cache."
     )
 
     @field_validator("blueprint")
@@ -370,6 +374,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             max_concurrency=limit,
             crew_timeout_s=getattr(body, "crew_timeout_s", None),
             budget=_budget(body),
+            response_cache=getattr(body, "cache", False),
         )
         blueprint = getattr(body, "blueprint", DEFAULT_BLUEPRINT)
         batch_id = await asyncio.to_thread(
@@ -625,6 +630,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return _problem(exc)
 
+    app.include_router(experiment_router)
     _with_event_schemas(app)
     return app
 

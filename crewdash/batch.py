@@ -84,7 +84,7 @@ class Span:
     """One LLM call, tool use, task or Flow step of one crew, on the wall clock (epoch seconds)."""
 
     key: str
-    kind: str = "llm"  # "llm", "tool", "retry", "task" or "step"
+    kind: str = "llm"  # "llm", "tool", "retry", "task", "step" or "cache"
     name: str = ""  # the model, the tool's, task's or step's name
     started_at: float | None = None
     finished_at: float | None = None
@@ -375,7 +375,8 @@ class Batch:
             crew = self._crews[run_id]
             tokens = TokenUsage()
             for span in ordered:
-                tokens = tokens + span.tokens
+                if span.kind != "cache":  # a cached call's tokens were not spent
+                    tokens = tokens + span.tokens
             if not crew.state.final:
                 crew = replace(crew, tokens=tokens)
             self._crews[run_id] = replace(crew, spans=ordered)

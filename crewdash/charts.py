@@ -33,6 +33,7 @@ SPAN_COLORS = {
     "tool": "#8b5cf6",
     "retry": "#dc2626",
     "governor": "#f472b6",
+    "cache": "#16a34a",
 }
 SPAN_NAMES = {
     "step": "Flow step",
@@ -41,6 +42,7 @@ SPAN_NAMES = {
     "tool": "tool use",
     "retry": "retry wait",
     "governor": "rate governor wait",
+    "cache": "cached answer",
 }
 SPAN_WIDTHS = {"step": 0.65, "task": 0.5}
 
@@ -119,7 +121,7 @@ def timeline_figure(snap: BatchSnapshot) -> go.Figure:
                 if span.error:
                     status = f" · error: {span.error}"
                 else:
-                    status = f" · {span.tokens.total} tokens" if kind == "llm" else ""
+                    status = f" · {span.tokens.total} tokens" if kind in ("llm", "cache") else ""
                 texts.append(f"{SPAN_NAMES[kind]} {span.name}{status}")
         if ys:
             fig.add_bar(

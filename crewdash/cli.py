@@ -6,6 +6,8 @@ crewdash run "AI agents" --blueprint my_flow --input audience=CTOs --fan-out top
 crewdash blueprints
 crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
 crewdash demo-llm --port 8001 --profile hosted
+crewdash experiment --variant name=fast,model=demo-fast --variant name=slow,model=demo-thorough \
+    --judge "concrete and sourced" "topic one" "topic two" --json grid.json
 
 `crewdash` is the installed command; `python -m crewdash` is the same from a checkout.
 """
@@ -34,6 +36,7 @@ from crewdash.demo_limits import ProviderLimits
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
 from crewdash.errors import CrewdashError, SettingsError
 from crewdash.execution import Backend
+from crewdash.experiment_cli import add_parser as add_experiment_parser
 from crewdash.governor_bench import run_limits_bench
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.runner import RunSettings
@@ -120,6 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             llm=runtime.default_settings.llm,
             max_concurrency=args.max_concurrency,
             budget=budget,
+            response_cache=args.cache,
         )
         if settings.llm.is_demo:
             runtime.warm_up().result(60)  # one-off process costs stay out of the timings
@@ -361,6 +365,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     run.add_argument("--max-concurrency", type=int, default=100)
     run.add_argument("--json", help="write the figures to this JSON file")
     run.add_argument("--no-history", action="store_true", help="do not record the batch")
+    run.add_argument("--cache", action="store_true", help="answer repeated calls from the cache")
     demo_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -402,6 +407,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     demo.add_argument("--limits", metavar="rpm=N,tpm=N", help="emulate a provider's limits")
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
+    add_experiment_parser(sub, demo_options, _profile)
     return parser
 
 

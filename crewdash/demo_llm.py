@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crewdash.config import DEMO_MODEL_NAME
 from crewdash.demo_limits import LimitEmulator, ProviderLimits
+from crewdash.demo_models import DEMO_MODELS, demo_model, judge_reply, shape_answer
 from crewdash.settings import DemoProfile
 
 ProfileKind = DemoProfile
@@ -217,20 +218,23 @@ def compose_tool_call(
     return None
 
 
-def compose_answer(messages: list[dict[str, Any]]) -> str:
-    """The deterministic answer to a conversation: an echo, three bullets, or a short note
-    (after a tool call, the note starts with what the tool answered)."""
+def compose_answer(messages: list[dict[str, Any]], model: str = DEMO_MODEL_NAME) -> str:
+    """The deterministic answer to a conversation: an echo, a judge's verdict, bullets in the
+    model's style, or a short note (after a tool call, the note starts with what the tool
+    answered)."""
     prompt = "\n".join(_message_text(m) for m in messages)
     if messages and messages[-1].get("role") == "tool":
         said = " ".join(_message_text(messages[-1]).split())[:200]
         return f"The tool answered: {said}"
     if match := _REPLY_EXACTLY.search(prompt):
         return match.group(1).strip()
+    if (verdict := judge_reply(prompt)) is not None:
+        return verdict
     if match := _TOPIC_LINE.search(prompt):
         topic = match.group(1).strip()
         seed = int.from_bytes(hashlib.sha256(topic.encode("utf-8")).digest()[:8], "big")
-        picks = random.Random(seed).sample(_BULLETS, 3)
-        return "\n".join("- " + b.format(t=topic) for b in picks)
+        picks = random.Random(seed).sample(_BULLETS, 5)  # a prefix of it is the 3-sample
+        return shape_answer(model, topic, [b.format(t=topic) for b in picks])
     last = next((_message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
     gist = " ".join(last.split())[:80] or "the request"
     return f"Simulated answer (demo model) about: {gist}"
@@ -315,8 +319,11 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        entry = {"id": DEMO_MODEL_NAME, "object": "model", "created": 0, "owned_by": "crewdash"}
-        return {"object": "list", "data": [entry]}
+        entries = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "crewdash"}
+            for name in DEMO_MODELS
+        ]
+        return {"object": "list", "data": entries}
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest, request: Request) -> Response:
@@ -330,7 +337,7 @@ def create_app(
                 "server_error" if status >= 500 else "invalid_request_error",
             )
         tool_call = compose_tool_call(body.messages, body.tools)
-        answer = "" if tool_call else compose_answer(body.messages)
+        answer = "" if tool_call else compose_answer(body.messages, body.model)
         usage = {
             "prompt_tokens": count_tokens(prompt),
             "completion_tokens": count_tokens(answer),
@@ -339,7 +346,7 @@ def create_app(
         key = LimitEmulator.key_of(request.headers.get("authorization"))
         if emulator is not None and (refused := emulator.refusal(key, usage, _max_tokens(body))):
             return refused
-        delay = profile.delay_for(prompt)
+        delay = profile.delay_for(prompt) * demo_model(body.model).speed
         with sequence_lock:
             failure = inject.pick(next(sequence))
         if failure == "429":

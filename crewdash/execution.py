@@ -25,6 +25,7 @@ from crewdash.batch import Batch, CrewSnapshot, CrewState, TaskResult, TokenUsag
 from crewdash.blueprints import BaseBlueprint
 from crewdash.events import current_run, event_router, record_governor_wait, record_retry
 from crewdash.llm import LLMSettings, plain_error
+from crewdash.response_cache import CacheScope, cache_scope, record_cache_hit
 from crewdash.retries import RetryBudget, call_timeout, crew_budget
 from crewdash.run_context import LLMFactory, install, list_files, output_dir, run_llm
 
@@ -59,6 +60,8 @@ class CrewJob:
     default_llm: LLMFactory | None = None
     # This crew's own folder for the files its tasks write.
     output_dir: str | None = None
+    # Answer identical model calls from the response cache (when this process has one).
+    cache: bool = False
 
 
 def _tasks(crew: Crew) -> tuple[TaskResult, ...]:
@@ -106,6 +109,8 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
     # are not on a terminal (their progress is in the batch), so this context says so.
     quiet_token = _tui_mode.set(True)
     budget_token = crew_budget.set(crew_retry_budget(batch, job))
+    hits = partial(record_cache_hit, batch, job.run_id)
+    cache_token = cache_scope.set(CacheScope(on_hit=hits) if job.cache else None)
     try:
         target = job.build()
         if isinstance(target, Crew):
@@ -155,6 +160,7 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
         return batch.ending(job.run_id, CrewState.FAILED, error=error, files=list_files(folder))
     finally:
         router.forget_agents(agent_ids)
+        cache_scope.reset(cache_token)
         crew_budget.reset(budget_token)
         _tui_mode.reset(quiet_token)
         output_dir.reset(folder_token)

@@ -24,6 +24,7 @@ from crewdash.config import (
 from crewdash.demo_limits import ProviderLimits
 from crewdash.errors import RetryBudgetSpent, SettingsError, redact
 from crewdash.governor import governor_for
+from crewdash.response_cache import CachingTransport
 from crewdash.retries import Limiter, ResilientTransport, shared_limiter
 from crewdash.settings import load_settings
 
@@ -198,19 +199,21 @@ class _SyncClients:
             if client is None:
                 # Retries live in the transport (tenacity, visible in the timeline), so the SDK's
                 # own retries are off; the rate limit is shared by everything on this endpoint
-                # (the governor: by everything on this endpoint and key, across processes too).
+                # (the governor: by everything on this endpoint and key, across processes too;
+                # a cached answer never reaches it).
                 limiter: Limiter | None = (
                     governor_for(base_url, api_key, rpm, tpm, _redis_url())
                     if governed
                     else shared_limiter(base_url, rpm)
                 )
                 transport = ResilientTransport(limiter=limiter)
+                cached = CachingTransport(transport)  # a no-op unless the crew opted in
                 client = OpenAI(
                     api_key=api_key,
                     base_url=base_url,
                     timeout=timeout,
                     max_retries=0,
-                    http_client=httpx.Client(transport=transport, timeout=timeout),
+                    http_client=httpx.Client(transport=cached, timeout=timeout),
                 )
                 self._clients[key] = client
             return client

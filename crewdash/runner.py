@@ -61,6 +61,7 @@ class RunSettings:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     crew_timeout_s: float | None = None  # None: no limit beyond the LLM's own timeout
     budget: Budget | None = None  # past it, no more crews start (budget_exceeded)
+    response_cache: bool = False  # answer identical model calls from the history database
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_concurrency <= 1000:
@@ -70,6 +71,17 @@ class RunSettings:
 
 
 CrewFactory = Callable[[BaseBlueprint, str, RunSettings], Crew]
+
+
+@dataclass(frozen=True)
+class CrewPlan:
+    """One crew of a batch whose crews differ (an experiment's topic × variant): its own
+    blueprint, model settings and kickoff inputs."""
+
+    topic: str
+    blueprint: BaseBlueprint
+    settings: RunSettings
+    inputs: dict[str, str]
 
 
 def _unstarted(task: asyncio.Task[None]) -> bool:
@@ -150,21 +162,42 @@ class Runner:
             raise SettingsError("a batch needs at least one topic")
         bp = self._load(blueprint) if isinstance(blueprint, str) else blueprint
         crew_inputs = [bp.inputs_for(topic, inputs, fan_out) for topic in topics]
+        plans = [CrewPlan(t, bp, settings, i) for t, i in zip(topics, crew_inputs, strict=True)]
+        return self.submit_plans(
+            plans, settings, notes=notes, source=source, label=bp.name, kind=bp.kind
+        )
+
+    def submit_plans(
+        self,
+        plans: Sequence[CrewPlan],
+        settings: RunSettings,
+        *,
+        notes: Sequence[str] = (),
+        source: str = "page",
+        label: str,
+        kind: str = "yaml",
+        model_label: str | None = None,
+        model: str | None = None,
+    ) -> str:
+        """Start one crew per plan (each with its own blueprint and model) as one batch, under
+        the batch's `settings.max_concurrency`; returns the batch id at once."""
+        if not plans:
+            raise SettingsError("a batch needs at least one topic")
         if settings.budget is not None:  # a USD budget without a price is refused here
-            settings.budget.check_price(settings.llm.model)
+            settings.budget.check_price(settings.llm.model if model is None else model)
         if self._shutting_down or self._loop.is_closed() or not self._thread.is_alive():
             raise ShuttingDownError("the server is shutting down; try again in a moment")
         batch_id = uuid.uuid4().hex[:12]
         batch = Batch(
             batch_id,
-            bp.name,
-            topics,
-            model_label=settings.llm.label,
+            label,
+            [p.topic for p in plans],
+            model_label=settings.llm.label if model_label is None else model_label,
             max_concurrency=min(settings.max_concurrency, self.max_concurrency),
             notes=notes,
-            model=settings.llm.model,
-            inputs=crew_inputs,
-            kind=bp.kind,
+            model=settings.llm.model if model is None else model,
+            inputs=[p.inputs for p in plans],
+            kind=kind,
             budget_usd=settings.budget.usd if settings.budget else None,
             budget_tokens=settings.budget.tokens if settings.budget else None,
         )
@@ -180,9 +213,7 @@ class Runner:
                     break
                 self._futures.pop(old_id, None)
             self._futures[batch_id] = asyncio.run_coroutine_threadsafe(
-                self._run_batch(
-                    batch, next(self._batch_numbers), bp, list(topics), crew_inputs, settings
-                ),
+                self._run_batch(batch, next(self._batch_numbers), list(plans), settings),
                 self._loop,
             )
         return batch_id
@@ -206,26 +237,27 @@ class Runner:
         self,
         batch: Batch,
         number: int,
-        blueprint: BaseBlueprint,
-        topics: list[str],
-        inputs: list[dict[str, str]],
+        plans: list[CrewPlan],
         settings: RunSettings,
     ) -> None:
         tasks: list[asyncio.Task[None]] = []
         limit = min(settings.max_concurrency, self.max_concurrency)
         if settings.budget is not None:
             estimate = estimate_batch(
-                blueprint, topics, settings.llm.model, settings.llm.max_tokens
+                plans[0].blueprint,
+                [p.topic for p in plans],
+                batch.snapshot().model,
+                settings.llm.max_tokens,
             )
             self._budgets[batch.batch_id] = (estimate, set())
         # every crew takes its place in the queue now, before any later batch's crew can
         tickets = [
             self._admission.enqueue((number, index), batch.batch_id, limit)
-            for index in range(len(topics))
+            for index in range(len(plans))
         ]
         try:
-            crews = zip(batch.run_ids, topics, inputs, tickets, strict=True)
-            for run_id, topic, crew_inputs, ticket in crews:
+            crews = zip(batch.run_ids, plans, tickets, strict=True)
+            for run_id, plan, ticket in crews:
                 if batch.batch_id in self._cancelled or run_id in self._cancelled:
                     self._admission.leave(ticket)
                     await self._finish(
@@ -233,7 +265,7 @@ class Runner:
                     )
                     continue
                 crew_run = self._run_crew(
-                    batch, run_id, blueprint, topic, crew_inputs, settings, ticket
+                    batch, run_id, plan.blueprint, plan.topic, plan.inputs, plan.settings, ticket
                 )
                 task = asyncio.create_task(crew_run, name=run_id)
                 # a task cancelled before its first step never enters its slot: free it anyway
@@ -363,6 +395,7 @@ class Runner:
             s.crew_timeout_s,
             default_llm=partial(build_llm, llm, demo_url),
             output_dir=str(outputs_dir() / batch_id / run_id),
+            cache=s.response_cache,
         )
 
     async def _run_crew(

@@ -23,9 +23,12 @@ from crewdash.demo_limits import ProviderLimits
 from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
 from crewdash.errors import SettingsError, UnknownBatchError, describe_error
 from crewdash.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
+from crewdash.experiment_runner import Experiments
+from crewdash.experiment_store import StoredResponses
 from crewdash.jobs import JobRunner
 from crewdash.llm import LLMSettings, default_llm_settings
 from crewdash.pricing import check_prices_file
+from crewdash.response_cache import install_store, installed_store
 from crewdash.runner import Runner, RunSettings
 from crewdash.settings import default_of, load_settings
 from crewdash.store import DEFAULT_LEASE_S, Store
@@ -185,6 +188,11 @@ class Runtime:
                 backend=backend,
             )
             self.jobs = JobRunner()
+            self.experiments = Experiments(
+                self.runner, store, default_settings.llm, self.demo_base_url
+            )
+            self._responses = StoredResponses(store) if store is not None else None
+            install_store(self._responses)  # crews that opt in share it, in every process
             self._heartbeat = Heartbeat(store, self.liveness) if store is not None else None
         except BaseException:
             self._abandon(backend)
@@ -276,6 +284,8 @@ class Runtime:
 
     def close(self) -> None:
         self.runner.close()
+        if installed_store() is getattr(self, "_responses", None):
+            install_store(None)
         if self._heartbeat is not None:
             self._heartbeat.stop()
         if self.store is not None:

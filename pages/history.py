@@ -132,6 +132,13 @@ def load(batch_id: str) -> BatchSnapshot | None:
 if len(chosen) == 1:
     batch_id = chosen[0]
     first = load(batch_id)
+    if first is not None and first.blueprint == "experiment":
+        st.page_link(
+            "pages/experiments.py",
+            label="This batch is an experiment: open it as its grid",
+            icon=":material/science:",
+            query_params={"experiment": batch_id},
+        )
     if first is not None:
 
         def draw(snap: BatchSnapshot) -> None:

@@ -28,13 +28,13 @@ def write(tmp_path: Path, name: str, agents: str, tasks: str) -> Path:
 
 
 def test_shipped_blueprints_are_listed() -> None:
-    assert {"research", "timing"} <= set(list_blueprints())
+    assert {"judge", "research", "timing"} <= set(list_blueprints())
 
 
 @pytest.mark.parametrize("name", list_blueprints())
 def test_every_placeholder_of_a_shipped_blueprint_gets_an_input(name: str) -> None:
     bp = load_blueprint(name)
-    inputs = bp.inputs_for("some topic")
+    inputs = bp.inputs_for("some topic", {n: "a value" for n in bp.required})  # judge: rubric…
     for section in (bp.agents, bp.tasks):
         for cfg in section.values():
             for value in cfg.values():
@@ -168,7 +168,7 @@ def test_user_folders_add_to_the_built_in_blueprints(
     write(one, "mine", *MINE)
     write(two, "theirs", *MINE)
     monkeypatch.setenv("CREWDASH_CREWS_DIR", f"{one}{os.pathsep}{two}")
-    assert list_blueprints() == ["mine", "research", "theirs", "timing"]
+    assert list_blueprints() == ["judge", "mine", "research", "theirs", "timing"]
     assert load_blueprint("mine").fan_out == "x"
     assert load_blueprint("theirs").fan_out == "x"
     assert load_blueprint("timing").fan_out == "topic"
@@ -185,7 +185,7 @@ def test_a_name_in_two_folders_is_an_error_for_that_name_only(
     write(tmp_path, "research", *MINE)
     write(tmp_path, "mine", *MINE)
     monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
-    assert list_blueprints() == ["mine", "research", "timing"]
+    assert list_blueprints() == ["judge", "mine", "research", "timing"]
     with pytest.raises(BlueprintError) as caught:
         load_blueprint("research")
     message = str(caught.value)
@@ -211,7 +211,7 @@ def test_a_copy_of_a_built_in_or_the_built_in_folder_itself_is_no_clash(
     shutil.copytree(CREWS_DIR / "timing", tmp_path / "timing")
     monkeypatch.setenv("CREWDASH_CREWS_DIR", f"{tmp_path}{os.pathsep}{CREWS_DIR}")
     assert load_blueprint("timing").fan_out == "topic"
-    assert list_blueprints() == ["research", "timing"]
+    assert list_blueprints() == ["judge", "research", "timing"]
 
 
 def test_fan_out_can_be_chosen(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def test_untagged_prompt_gets_a_short_simulated_answer() -> None:
 
 def test_models_endpoint(demo_server: DemoLLMServer) -> None:
     ids = [m.id for m in client(demo_server).models.list()]
-    assert ids == ["crewdash-demo"]
+    assert ids == ["crewdash-demo", "demo-fast", "demo-thorough"]
 
 
 def test_streaming_delivers_the_same_text_and_usage(demo_server: DemoLLMServer) -> None:
@@ -246,3 +246,21 @@ def test_tool_marker_gets_one_call_of_that_tool_then_an_answer(demo_server: Demo
         model="m", messages=[{"role": "user", "content": "Topic: Rust"}], tools=tools
     )
     assert unmarked.choices[0].message.tool_calls is None  # no marker: no tool call
+
+
+def test_named_demo_models_differ_in_speed_and_style() -> None:
+    """`demo-fast` is quick and terse, `demo-thorough` slow and long; the default is unchanged."""
+    from crewdash.demo_models import demo_model, judge_reply
+
+    ask = [{"role": "user", "content": "Topic: named models"}]
+    base, fast, thorough = (
+        compose_answer(ask, m) for m in ("crewdash-demo", "demo-fast", "demo-thorough")
+    )
+    assert base.count("\n- ") == 2 and fast.count("\n- ") == 1 and thorough.count("\n- ") == 4
+    assert len(fast) < len(base) < len(thorough) and "Summary:" in thorough
+    assert base.splitlines()[0] == thorough.splitlines()[0]  # the same pool, a longer answer
+    assert demo_model("demo-fast").speed < 1 < demo_model("demo-thorough").speed
+    verdict = f"Rubric: clear\nAnswer under review:\n{thorough}\nEnd of answer."
+    assert judge_reply(verdict) == judge_reply(verdict)  # deterministic
+    assert (judge_reply(verdict) or "").startswith("SCORE: ")
+    assert judge_reply("no judge here") is None

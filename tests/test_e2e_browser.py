@@ -175,7 +175,17 @@ def test_optional_shared_password(browser: Browser, tmp_path: Path) -> None:
 
 # Every URL a user could type on a freshly started server: the pages, the entry script's name,
 # and the names of modules that once sat in `pages/` and were served as pages.
-DIRECT_URLS = ["/", "/run", "/history", "/bench", "/pitfalls", "/app", "/session", "/batch_view"]
+DIRECT_URLS = [
+    "/",
+    "/run",
+    "/history",
+    "/experiments",
+    "/bench",
+    "/pitfalls",
+    "/app",
+    "/session",
+    "/batch_view",
+]
 SECRET_TOPIC = "quarterly merger plans of Initech"
 
 
@@ -213,7 +223,7 @@ def test_every_url_asks_for_the_password_on_a_fresh_server(
         expect(nav).to_be_visible(timeout=30_000)
         # each link's text is its icon's name, then its title
         links = sorted(t.split()[-1] for t in nav.locator("a").all_inner_texts())
-        assert links == ["Benchmark", "History", "Pitfalls", "Run"]  # no helper is a page
+        assert links == ["Benchmark", "Experiments", "History", "Pitfalls", "Run"]  # no helper
         if path == "/history":
             expect(page.get_by_role("heading", name="History")).to_be_visible(timeout=30_000)
         page.close()

@@ -69,8 +69,20 @@ def sample_batch(batch_id: str = "b1", topics: tuple[str, ...] = ("alpha", "beta
 
 
 def test_migrations_create_the_schema(store: Store) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from crewdash.store import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()  # one head: a straight chain
     with store.engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0007"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == head
+        assert head == "0007"
+        tables = {"experiments", "experiment_cells", "llm_cache"}
+        for table in tables:
+            assert conn.execute(text(f"select count(*) from {table}")).scalar() == 0
 
 
 def test_round_trip_of_a_batch_with_crews_and_spans(store: Store) -> None:

@@ -190,7 +190,10 @@ def run_settings() -> RunSettings:
     """This session's choices on top of the process defaults."""
     limit = int(state("sidebar.max_concurrency", runtime().default_settings.max_concurrency))
     timeout = float(state("sidebar.crew_timeout", 0.0)) or None
-    return RunSettings(llm=llm_settings(), max_concurrency=limit, crew_timeout_s=timeout)
+    cache = bool(state("sidebar.response_cache", False))
+    return RunSettings(
+        llm=llm_settings(), max_concurrency=limit, crew_timeout_s=timeout, response_cache=cache
+    )
 
 
 def _on_provider_change() -> None:
@@ -365,4 +368,11 @@ def render_sidebar() -> None:
             step=10.0,
             key="sidebar.crew_timeout",
             help="A crew still running after this ends as timed out; the others go on.",
+        )
+        state("sidebar.response_cache", False)
+        st.checkbox(
+            "Response cache",
+            key="sidebar.response_cache",
+            help="Answer model calls identical to earlier ones from the stored answers "
+            "(no model call, no cost); cached calls are green in the timeline.",
         )
