@@ -40,7 +40,13 @@ from limits.strategies import MovingWindowRateLimiter
 log = logging.getLogger(__name__)
 
 MAX_PAUSE_S = 60.0  # a retry-after or reset of hours is capped here (and said so)
-TOKEN_MARGIN = 1.03  # estimates are charged 3% high: an answer may run longer than the average
+TOKEN_MARGIN = 1.02  # estimates are charged 2% high: an answer may run longer than the average
+# Each 429 that still comes makes the governor this much more careful (token charges and
+# release jitter), up to SAFETY_MAX; each answer without one relaxes it by SAFETY_RELAX. A busy
+# machine delays requests between our stamp and the provider's, and this absorbs it.
+SAFETY_STEP = 1.05
+SAFETY_MAX = 1.3
+SAFETY_RELAX = 0.002
 DEFAULT_OUTPUT_SHARE = 0.5  # before any answer is seen: an answer half the prompt's size
 # Waiting calls are released this long after the window frees (seconds: base + share of the
 # window, times 1..2 at random), so they are spread out and reach the provider after its window
@@ -308,6 +314,7 @@ class Governor:
         self._requests = _limit(rpm)
         self._tokens = _limit(tpm)
         self._paused_until = 0.0
+        self.safety = 1.0  # grows with 429s, shrinks with answers (SAFETY_*)
         self._answered = False  # an answer (or a failed attempt) came back on this key
         self._probe_since: float | None = None
         self.waiting = 0
@@ -324,6 +331,7 @@ class Governor:
             self._learned = (None, None)
             self._apply()
             self._paused_until = 0.0
+            self.safety = 1.0
             self._answered = False
             self._probe_since = None
             self.calls = self.waits = self.http_429 = 0
@@ -381,12 +389,14 @@ class Governor:
 
     def jitter(self, window_s: float) -> float:
         """The delay after a window frees before a waiting call goes: base + share, × 1..2."""
-        return (JITTER_BASE_S + JITTER_SHARE * window_s) * (1 + self._rng.random())
+        base = (JITTER_BASE_S + JITTER_SHARE * window_s) * self.safety
+        return base * (1 + self._rng.random())
 
     def _charge(self, estimate: Estimate, tokens: _Limit) -> int:
         """Tokens charged to the window: the estimate with its margin, at most one window (a
         request larger than a whole quantum takes all of it rather than waiting forever)."""
-        return min(tokens.amount, max(1, math.ceil(estimate.total * TOKEN_MARGIN)))
+        charge = estimate.total * TOKEN_MARGIN * self.safety
+        return min(tokens.amount, max(1, math.ceil(charge)))
 
     def _free_in(self, estimate: Estimate) -> tuple[float, float]:
         """(seconds until both windows admit this call, the larger window's length); 0 now."""
@@ -535,12 +545,16 @@ class Governor:
         if response.status_code == 429:
             with self._lock:
                 self.http_429 += 1
+                self.safety = min(SAFETY_MAX, self.safety * SAFETY_STEP)
             self.pause(
                 headers.retry_after_s
                 if headers.retry_after_s is not None
                 else headers.reset_requests_s or 1.0,
                 "a retry-after",
             )
+        else:
+            with self._lock:
+                self.safety = max(1.0, self.safety - SAFETY_RELAX)
         # `remaining` and `reset` of a 200 are not turned into pauses: they describe the
         # provider's window when it answered (ours already paced this key into it), and pausing
         # on them held every call for a whole quantum (measured: 1.44x the bound instead of ~1).

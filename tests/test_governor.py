@@ -412,3 +412,20 @@ def test_bad_limit_settings_name_their_variable() -> None:
     llm = default_llm_settings({"CREWDASH_RATE_LIMITS": "rpm=500,tpm=200000"})
     assert (llm.requests_per_minute, llm.tokens_per_minute, llm.governor) == (500, 200_000, True)
     assert default_llm_settings({"CREWDASH_GOVERNOR": "false"}).governor is False
+
+
+def test_each_429_makes_the_governor_more_careful_and_answers_relax_it() -> None:
+    clock = FakeClock()
+    gov = _governor(clock, tpm=60_000)
+    estimate = Estimate(100, 50, 100, False, False)
+    tokens = gov._tokens
+    assert tokens is not None
+    before = gov._charge(estimate, tokens)
+    assert before == 153  # 150 tokens + 2%
+    for _ in range(3):
+        gov.settle(_request({}), httpx.Response(429, headers={"retry-after": "0.5"}))
+    assert gov.safety == pytest.approx(1.05**3)
+    assert gov._charge(estimate, tokens) > before * 1.15
+    for _ in range(1000):
+        gov.settle(_request({}), httpx.Response(200))
+    assert gov.safety == 1.0 and gov._charge(estimate, tokens) == before
