@@ -20,6 +20,7 @@ import re
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -45,9 +46,12 @@ from crewdash.wire import (
     BatchDetail,
     BatchSummary,
     BlueprintDescription,
+    ChunkEvent,
     CrewEvent,
     DoneEvent,
     Health,
+    ResumeRequest,
+    ResumeResult,
     WireModel,
 )
 
@@ -128,6 +132,10 @@ class BatchRequest(BaseModel):
     )
     budget_tokens: int | None = Field(
         default=None, gt=0, le=10**12, description="The same budget in tokens."
+    )
+    stream: bool | None = Field(
+        default=None,
+        description="Stream each answer (TTFT, `chunk` events); default: the server's setting.",
     )
     cache: bool = Field(
         default=False, description="Answer model calls identical to earlier ones from the cache."
@@ -256,7 +264,11 @@ def _token_matches(header: str, token: str) -> bool:
 
 
 # The server-sent events of `GET /batches/{id}/events`: name -> the model of its JSON `data`.
-SSE_EVENTS: dict[str, type[WireModel]] = {"crew": CrewEvent, "done": DoneEvent}
+SSE_EVENTS: dict[str, type[WireModel]] = {
+    "crew": CrewEvent,
+    "chunk": ChunkEvent,
+    "done": DoneEvent,
+}
 
 
 def _sse_item(name: str, model: type[WireModel]) -> dict[str, Any]:
@@ -369,8 +381,11 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         runtime = rt(request)
         topics = parse_topics(body.topics, refuse_blanks=True)
         limit = getattr(body, "max_concurrency", None) or runtime.default_settings.max_concurrency
+        llm = runtime.default_settings.llm
+        if getattr(body, "stream", None) is not None:
+            llm = replace(llm, stream=bool(body.stream))  # type: ignore[union-attr]
         settings = RunSettings(
-            llm=runtime.default_settings.llm,
+            llm=llm,
             max_concurrency=limit,
             crew_timeout_s=getattr(body, "crew_timeout_s", None),
             budget=_budget(body),
@@ -464,8 +479,10 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         responses={
             **PROBLEMS,
             200: {
-                "description": "`crew` events (data: a `CrewEvent`), then one `done` event "
-                "(data: a `DoneEvent`); each event's data is JSON",
+                "description": "`crew` events (data: a `CrewEvent`), `chunk` events of streamed "
+                "text (data: a `ChunkEvent`, before that crew's final `crew` event; "
+                "`chunks=false` leaves them out), then one `done` event (data: a `DoneEvent`); "
+                "each event's data is JSON",
                 "content": {
                     "text/event-stream": {
                         "itemSchema": {"oneOf": [_sse_item(n, m) for n, m in SSE_EVENTS.items()]}
@@ -474,8 +491,11 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             },
         },
     )
-    async def batch_events(request: Request, batch_id: str) -> EventSourceResponse:
-        """Server-sent events: `crew` on every state change, `done` with the figures at the end.
+    async def batch_events(
+        request: Request, batch_id: str, chunks: bool = True
+    ) -> EventSourceResponse:
+        """Server-sent events: `crew` on every state change, `chunk` with each crew's new
+        streamed text (coalesced; `chunks=false` turns them off), `done` with the figures.
 
         Each `crew` event's data is a `CrewEvent` (its schema is in the components), the
         `done` event's a `DoneEvent`; both are JSON."""
@@ -501,8 +521,13 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
 
         async def stream() -> AsyncIterator[dict[str, str]]:
             sent: dict[str, str] = {}
+            written: dict[str, int] = {}  # characters of each crew's streamed text sent
             async for snap in snapshots():
                 for crew in snap.crews:
+                    if chunks and len(crew.live_text) > written.get(crew.run_id, 0):
+                        new = crew.live_text[written.get(crew.run_id, 0) :]
+                        written[crew.run_id] = len(crew.live_text)
+                        yield _event("chunk", ChunkEvent(run_id=crew.run_id, text=new))
                     if sent.get(crew.run_id) != crew.state.value:
                         sent[crew.run_id] = crew.state.value
                         yield _event("crew", CrewEvent.from_snapshot(crew))
@@ -539,6 +564,35 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             except BatchElsewhereError as exc:
                 raise HTTPException(status_code=409, detail=str(exc)) from None
             return CancelResult(batch_id=batch_id, cancelled=ended)
+
+    @app.post(
+        "/batches/{batch_id}/resume",
+        response_model=ResumeResult,
+        responses={**PROBLEMS, 409: {"model": Problem}},
+    )
+    async def resume_batch(
+        request: Request, batch_id: str, body: ResumeRequest | None = None
+    ) -> ResumeResult:
+        """Resume the batch's interrupted crews (or those of `run_ids`) from their last
+        checkpoints, under the same ids, inputs and model settings: finished tasks are kept
+        (`restored`), not paid again. Crews whose checkpoint is unusable (unreadable, missing, or
+        their blueprint changed) are not resumed but listed in `rerun_offers` with the reason;
+        name them in `from_start` to re-run them from the start. 409 while another server
+        still runs the batch."""
+        from crewdash.resume import resume
+
+        _check_batch_id(batch_id)
+        body = body or ResumeRequest()
+        for run_id in [*(body.run_ids or []), *body.from_start]:
+            if not RUN_ID.fullmatch(run_id):
+                raise UnknownBatchError(f"{batch_id}/{run_id}")
+        try:
+            outcome = await asyncio.to_thread(
+                resume, rt(request), batch_id, body.run_ids, body.from_start
+            )
+        except BatchElsewhereError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        return ResumeResult.from_outcome(outcome)
 
     @app.post(
         "/batches/{batch_id}/crews/{run_id}/cancel", response_model=CancelResult, responses=PROBLEMS

@@ -90,12 +90,35 @@ class Span:
     finished_at: float | None = None
     tokens: TokenUsage = field(default_factory=TokenUsage)
     error: str | None = None
+    first_token_at: float | None = None  # a streamed LLM call's first text chunk
 
     @property
     def duration(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+    @property
+    def ttft(self) -> float | None:
+        """Time to first token of a streamed LLM call: the wait before the model writes."""
+        if self.started_at is None or self.first_token_at is None:
+            return None
+        return max(0.0, self.first_token_at - self.started_at)
+
+    @property
+    def generation_s(self) -> float | None:
+        """From a streamed call's first token to its end: the time spent writing."""
+        if self.first_token_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.first_token_at)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Output tokens per second while the model wrote (None if too short to tell)."""
+        gen = self.generation_s
+        if not gen or gen < 0.01 or not self.tokens.completion:
+            return None
+        return self.tokens.completion / gen
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,7 @@ class TaskResult:
     name: str
     output: str
     agent: str = ""
+    restored: bool = False  # finished before an interruption, kept by a resume (not re-run)
 
 
 def merge_tasks(first: Sequence[TaskResult], more: Sequence[TaskResult]) -> tuple[TaskResult, ...]:
@@ -132,6 +156,9 @@ class CrewSnapshot:
     inputs: Mapping[str, str] = field(default_factory=dict)  # this crew's kickoff inputs
     tasks: tuple[TaskResult, ...] = ()  # every finished task's output, in order
     files: tuple[str, ...] = ()  # files its tasks wrote, relative to its own folder
+    # The model's text as it streams in (every call, blank-line separated): shown while the
+    # crew runs, never stored and never taken as its result.
+    live_text: str = ""
 
     @property
     def duration(self) -> float | None:
@@ -139,6 +166,30 @@ class CrewSnapshot:
         if self.started_at is None:
             return None
         return (self.finished_at or time.time()) - self.started_at
+
+    @property
+    def streamed_calls(self) -> tuple[Span, ...]:
+        return tuple(s for s in self.spans if s.kind == "llm" and s.first_token_at is not None)
+
+    @property
+    def ttft_s(self) -> float | None:
+        """The crew's time to first token: its first streamed LLM call's."""
+        calls = self.streamed_calls
+        return calls[0].ttft if calls else None
+
+    @property
+    def generation_s(self) -> float | None:
+        """Seconds the model spent writing this crew's streamed answers."""
+        calls = [s.generation_s for s in self.streamed_calls if s.generation_s is not None]
+        return sum(calls) if calls else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Output tokens per second over the crew's finished streamed calls."""
+        done = [s for s in self.streamed_calls if s.generation_s is not None]
+        gen = sum(s.generation_s or 0.0 for s in done)
+        out = sum(s.tokens.completion for s in done)
+        return out / gen if gen >= 0.01 and out else None
 
 
 @dataclass(frozen=True)
@@ -351,6 +402,19 @@ class Batch:
         """Test hook: end a crew with an error in one call (see `mark_succeeded`)."""
         self.end(self.ending(run_id, state, error=error))
 
+    def append_text(self, run_id: str, text: str) -> None:
+        """Streamed text for a running crew (coalesced by the caller: a few times a second)."""
+        with self._lock:
+            crew = self._crews[run_id]
+            if crew.state.final or not text:
+                return
+            self._crews[run_id] = replace(crew, live_text=crew.live_text + text)
+            self._version += 1
+
+    def reset_text(self, run_id: str) -> None:
+        """Forget a crew's streamed text (its stream broke and it runs again without one)."""
+        self._update(run_id, live_text="")
+
     def note_step(self, run_id: str, step: str) -> None:
         self._update(run_id, step=step)
 
@@ -391,3 +455,28 @@ class Batch:
             return self._cached
 
     _cached_version = -1
+
+    @classmethod
+    def reopen(cls, snap: BatchSnapshot, again: Mapping[str, CrewSnapshot]) -> Batch:
+        """A stored batch live again (a resume): the crews of `again` replace theirs, the others
+        stay as they ended."""
+        batch = cls(
+            snap.batch_id,
+            snap.blueprint,
+            [c.topic for c in snap.crews],
+            model_label=snap.model_label,
+            max_concurrency=snap.max_concurrency,
+            notes=snap.notes,
+            run_ids=[c.run_id for c in snap.crews],
+            model=snap.model,
+            inputs=[c.inputs for c in snap.crews],
+            kind=snap.kind,
+        )
+        batch._head = replace(batch._head, created_at=snap.created_at)
+        for crew in snap.crews:
+            now = again.get(crew.run_id, crew)
+            batch._crews[crew.run_id] = now
+            batch._spans[crew.run_id] = {s.key: s for s in now.spans}
+        if all(c.state.final for c in batch._crews.values()):
+            batch._done.set()
+        return batch

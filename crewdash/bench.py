@@ -188,6 +188,9 @@ class _LoopLag:
         }
 
 
+LoopLag = _LoopLag  # the streaming benchmark's ticker too
+
+
 def _crewdash(ctx: BenchContext, n: int, lag: dict[str, Any] | None = None) -> float:
     """Timed from submit to the last crew's end: in the product the runner is already up."""
     runner = Runner(max_concurrency=n, demo_base_url=lambda: ctx.base_url or "")

@@ -45,6 +45,7 @@ SPAN_NAMES = {
     "cache": "cached answer",
 }
 SPAN_WIDTHS = {"step": 0.65, "task": 0.5}
+WAIT_COLOR = "#fde68a"  # a streamed LLM call before its first token
 
 
 def crew_label(crew: CrewSnapshot, width: int = 32) -> str:
@@ -70,8 +71,11 @@ def status_table(snap: BatchSnapshot) -> pd.DataFrame:
                 if crew.started_at is None
                 else (crew.finished_at or now) - crew.started_at,
                 "LLM calls": len(llm_calls),
+                "Restored tasks": sum(1 for t in crew.tasks if t.restored),
                 "Tokens": crew.tokens.total,
                 "Cost ($)": crew_cost(snap, crew),
+                "TTFT (s)": crew.ttft_s,
+                "Tokens/s": crew.tokens_per_s,
             }
         )
     return pd.DataFrame(rows)
@@ -136,6 +140,7 @@ def timeline_figure(snap: BatchSnapshot) -> go.Figure:
                 textposition="none",
                 hovertemplate="%{y}<br>%{text}<br>start %{base:.2f} s, %{x:.2f} s<extra></extra>",
             )
+    _add_waits(fig, snap, labels, now)
     fig.update_layout(
         barmode="overlay",
         height=_height(len(snap.crews)),
@@ -145,6 +150,79 @@ def timeline_figure(snap: BatchSnapshot) -> go.Figure:
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
     )
     fig.update_xaxes(rangemode="tozero")
+    return fig
+
+
+def _add_waits(fig: go.Figure, snap: BatchSnapshot, labels: list[str], now: float) -> None:
+    """Over each streamed LLM call, its wait for the first token in a lighter shade: the rest
+    of the call's bar is the model writing."""
+    ys, xs, bases, texts = [], [], [], []
+    for lbl, crew in zip(labels, snap.crews, strict=True):
+        for span in crew.spans:
+            if span.kind != "llm" or span.started_at is None:
+                continue
+            if span.first_token_at is None and span.finished_at is not None:
+                continue  # not streamed: one bar, as before
+            first = span.first_token_at or now  # still waiting for its first token
+            ys.append(lbl)
+            bases.append(span.started_at - snap.created_at)
+            xs.append(max(0.0, first - span.started_at))
+            rate = f" · then {span.tokens_per_s:.0f} tokens/s" if span.tokens_per_s else ""
+            texts.append(f"waiting for the first token{rate}")
+    if ys:
+        fig.add_bar(
+            y=ys,
+            x=xs,
+            base=bases,
+            orientation="h",
+            width=0.35,
+            marker_color=WAIT_COLOR,
+            name="LLM call: waiting for first token",
+            text=texts,
+            textposition="none",
+            hovertemplate="%{y}<br>%{text}<br>start %{base:.2f} s, TTFT %{x:.2f} s<extra></extra>",
+        )
+
+
+def ttft_figure(snap: BatchSnapshot) -> go.Figure:
+    """Each crew's time to first token against its whole duration (streamed crews): what the
+    analyst waited before text appeared, and how long the answer then took."""
+    now = time.time()
+    crews = [c for c in snap.crews if c.ttft_s is not None and c.started_at is not None]
+    labels = [crew_label(c, 20) for c in crews]
+    ttft = [c.ttft_s or 0.0 for c in crews]
+    total = [(c.finished_at or now) - (c.started_at or now) for c in crews]
+    fig = go.Figure()
+    fig.add_bar(
+        x=labels,
+        y=ttft,
+        name="time to first token",
+        marker_color=WAIT_COLOR,
+        hovertemplate="%{x}<br>TTFT %{y:.2f} s<extra></extra>",
+    )
+    fig.add_bar(
+        x=labels,
+        y=[max(0.0, t - f) for t, f in zip(total, ttft, strict=True)],
+        name="rest of the crew's time",
+        marker_color=SPAN_COLORS["llm"],
+        customdata=total,
+        hovertemplate="%{x}<br>total %{customdata:.2f} s<extra></extra>",
+    )
+    fig.update_layout(
+        barmode="stack",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        yaxis_title="seconds",
+        title="Time to first token vs total latency"
+        if crews
+        else "No streamed answers yet (streaming off, or not started)",
+        xaxis={
+            "categoryorder": "array",
+            "categoryarray": labels,
+            "showticklabels": len(labels) <= 30,
+        },
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    )
     return fig
 
 

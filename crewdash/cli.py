@@ -6,6 +6,7 @@ crewdash run "AI agents" --blueprint my_flow --input audience=CTOs --fan-out top
 crewdash blueprints
 crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
 crewdash demo-llm --port 8001 --profile hosted
+crewdash resume BATCH_ID [--run-id RUN_ID] [--from-start RUN_ID]
 crewdash experiment --variant name=fast,model=demo-fast --variant name=slow,model=demo-thorough \
     --judge "concrete and sourced" "topic one" "topic two" --json grid.json
 
@@ -39,6 +40,7 @@ from crewdash.execution import Backend
 from crewdash.experiment_cli import add_parser as add_experiment_parser
 from crewdash.governor_bench import run_limits_bench
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
+from crewdash.resume import add_command as add_resume_command
 from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime, backend_from_env, demo_profile_from_env
 from crewdash.settings import load_settings
@@ -69,7 +71,9 @@ def _profile(args: argparse.Namespace) -> LatencyProfile:
         return base
     kind = cast(ProfileKind, args.profile or "fixed")
     seconds = base.seconds if args.latency is None else args.latency
-    return LatencyProfile(kind=kind, seconds=seconds, seed=base.seed)
+    return LatencyProfile(
+        kind=kind, seconds=seconds, seed=base.seed, tokens_per_s=base.tokens_per_s
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -120,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     try:
         settings = RunSettings(
-            llm=runtime.default_settings.llm,
+            llm=replace(runtime.default_settings.llm, stream=not args.no_stream),
             max_concurrency=args.max_concurrency,
             budget=budget,
             response_cache=args.cache,
@@ -288,7 +292,24 @@ def cmd_bench_limits(args: argparse.Namespace) -> int:
     return 1 if governed is not None and governed.failed else 0
 
 
+def cmd_bench_stream(args: argparse.Namespace) -> int:
+    """`bench --stream` (crewdash/stream_bench.py), hosted profile unless `--profile`."""
+    from crewdash.stream_bench import bench_and_report
+
+    base = demo_profile_from_env()
+    kind = cast(ProfileKind, args.profile or "hosted")
+    profile = LatencyProfile(
+        kind=kind,
+        seconds=args.latency,
+        seed=base.seed,
+        tokens_per_s=base.tokens_per_s or (40.0 if kind == "fixed" else None),
+    )
+    return bench_and_report(check_n(args.n), profile, args.json)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.stream:
+        return cmd_bench_stream(args)
     if args.backends:
         return cmd_bench_backends(args)
     if args.limits:
@@ -365,6 +386,9 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     run.add_argument("--max-concurrency", type=int, default=100)
     run.add_argument("--json", help="write the figures to this JSON file")
     run.add_argument("--no-history", action="store_true", help="do not record the batch")
+    run.add_argument(
+        "--no-stream", action="store_true", help="whole answers, no streaming (no TTFT)"
+    )
     run.add_argument("--cache", action="store_true", help="answer repeated calls from the cache")
     demo_options(run)
     run.set_defaults(func=cmd_run)
@@ -396,6 +420,12 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
         help="emulate a provider's limits (rpm=600,tpm=60000): the rate governor against "
         "retries only, same crews (the research blueprint)",
     )
+    bench.add_argument(
+        "--stream",
+        action="store_true",
+        help="streaming instead: loop lag, wall streamed vs not, TTFT error at N=1 and --n, "
+        "the Run page's live-section refresh (demo model, hosted profile unless --profile)",
+    )
     demo_options(bench)
     bench.set_defaults(func=cmd_bench, latency=1.0)
 
@@ -407,6 +437,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     demo.add_argument("--limits", metavar="rpm=N,tpm=N", help="emulate a provider's limits")
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
+    add_resume_command(sub)
     add_experiment_parser(sub, demo_options, _profile)
     return parser
 

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -48,6 +48,13 @@ FAIL_MARKER = re.compile(r"\[demo:fail-([45]\d\d)\]")
 # A prompt containing this marker, sent with that tool offered, gets a call of the tool first
 # (once per conversation): a deterministic way to exercise a crew's custom tools.
 TOOL_MARKER = re.compile(r"\[demo:tool=([A-Za-z0-9_\-]+)\]")
+# A prompt containing this marker breaks a *streamed* answer (non-streamed calls are unaffected):
+# `reject` refuses stream=true with a 400, `cut` drops the connection mid-answer, `malformed`
+# sends a chunk that is not JSON. The bad inputs a streaming client must survive.
+STREAM_MARKER = re.compile(r"\[demo:stream=(reject|cut|malformed)\]")
+# Seconds between two SSE events of one stream: tokens due meanwhile travel together, as hosted
+# APIs batch them under load; one event per token would cost 100 streams ~5000 events a second.
+STREAM_TICK_S = 0.08
 
 _BULLETS = (
     "{t} is drawing steady attention, with teams reporting faster iteration after adopting it.",
@@ -63,34 +70,56 @@ _BULLETS = (
 
 @dataclass(frozen=True)
 class LatencyProfile:
-    """How long the demo model 'thinks' before answering.
+    """How long the demo model 'thinks' before its first token, and how fast it then writes.
 
-    `fixed` always waits `seconds` (benchmarks); `hosted` is log-normal around 1.7 s with a long
-    tail, mostly 1-3 s like a hosted API; `slow` is the same shape around 6 s.
+    A call takes its time to first token (TTFT) plus its answer's tokens at a tokens-per-second
+    rate, streamed or not. `fixed` waits `seconds` and writes at `tokens_per_s` (None: the whole
+    answer at once, as the benchmarks want); `hosted` draws a TTFT log-normal around 0.6 s and a
+    rate around 40 tokens/s per request, so a three-bullet answer takes mostly 1-3 s with a long
+    tail like a hosted API; `slow` is the same shape around 2 s and 12 tokens/s.
     """
 
     kind: ProfileKind = "hosted"
     seconds: float = 1.0
     seed: int = 7
+    tokens_per_s: float | None = None  # `fixed` only; the others draw their own rate
 
     def __post_init__(self) -> None:
         if self.kind not in PROFILE_KINDS:
             raise ValueError(f"unknown latency profile {self.kind!r}; use one of {PROFILE_KINDS}")
         if not (0.0 <= self.seconds <= 600.0):
             raise ValueError("demo latency must be between 0 and 600 seconds")
+        if self.tokens_per_s is not None and not 0.1 <= self.tokens_per_s <= 100_000:
+            raise ValueError("demo tokens per second must be between 0.1 and 100000")
 
-    def delay_for(self, key: str) -> float:
-        """The delay for one request, a pure function of the seed and the request text."""
+    def ttft_for(self, key: str) -> float:
+        """Seconds to the first token of one request, a pure function of the seed and the text."""
         if self.kind == "fixed":
             return self.seconds
-        median, lo, hi = (1.7, 0.6, 8.0) if self.kind == "hosted" else (6.0, 2.0, 20.0)
+        median, lo, hi = (0.6, 0.2, 4.0) if self.kind == "hosted" else (2.0, 0.8, 10.0)
         rng = random.Random(f"{self.seed}:{key}")
-        return min(hi, max(lo, rng.lognormvariate(math.log(median), 0.32)))
+        return min(hi, max(lo, rng.lognormvariate(math.log(median), 0.45)))
+
+    def rate_for(self, key: str) -> float | None:
+        """Tokens per second while writing one answer (None: all at once)."""
+        if self.kind == "fixed":
+            return self.tokens_per_s
+        median, lo, hi = (40.0, 15.0, 120.0) if self.kind == "hosted" else (12.0, 5.0, 30.0)
+        rng = random.Random(f"{self.seed}:rate:{key}")
+        return min(hi, max(lo, rng.lognormvariate(math.log(median), 0.3)))
+
+    def delay_for(self, key: str, tokens: int = 0) -> float:
+        """The whole call: TTFT plus writing `tokens` tokens (what a non-streamed call waits)."""
+        rate = self.rate_for(key)
+        return self.ttft_for(key) + (tokens / rate if rate else 0.0)
 
     def describe(self) -> str:
         if self.kind == "fixed":
-            return f"fixed {self.seconds:g} s"
-        return "hosted-API-like, ~1-3 s" if self.kind == "hosted" else "slow, ~6 s"
+            rate = f", {self.tokens_per_s:g} tokens/s" if self.tokens_per_s else ""
+            return f"fixed {self.seconds:g} s{rate}"
+        if self.kind == "hosted":
+            return "hosted-API-like, ~1-3 s (TTFT ~0.6 s, ~40 tokens/s)"
+        return "slow, ~6 s (TTFT ~2 s, ~12 tokens/s)"
 
 
 FAILURE_KINDS = ("429", "500", "hang", "malformed")
@@ -264,6 +293,14 @@ class ServerStats:
         self.peak_in_flight = 0
         self.max_delay = 0.0
         self.failures = 0
+        self.ttfts: dict[str, float] = {}  # configured TTFT per streamed completion id (recent)
+
+    def record_ttft(self, completion_id: str, ttft: float) -> None:
+        """Keep what a stream was told to wait, so a benchmark can compare what it measured."""
+        with self._lock:
+            if len(self.ttfts) >= 10_000:
+                self.ttfts.pop(next(iter(self.ttfts)))
+            self.ttfts[completion_id] = ttft
 
     def enter(self, delay: float = 0.0) -> None:
         with self._lock:
@@ -346,7 +383,15 @@ def create_app(
         key = LimitEmulator.key_of(request.headers.get("authorization"))
         if emulator is not None and (refused := emulator.refusal(key, usage, _max_tokens(body))):
             return refused
-        delay = profile.delay_for(prompt) * demo_model(body.model).speed
+        speed = demo_model(body.model).speed  # a slower named model waits and writes slower
+        ttft, rate = profile.ttft_for(prompt) * speed, profile.rate_for(prompt)
+        rate = rate / speed if rate and speed > 0 else rate
+        written = usage["completion_tokens"] or count_tokens(json.dumps(tool_call or ""))
+        delay = ttft + (written / rate if rate else 0.0)
+        broken = STREAM_MARKER.search(prompt) if body.stream else None
+        if broken is not None and broken.group(1) == "reject":
+            counters.mark()
+            return _error(400, "stream=true is not supported for this model (demo marker)")
         with sequence_lock:
             failure = inject.pick(next(sequence))
         if failure == "429":
@@ -377,11 +422,15 @@ def create_app(
             )
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        if body.stream and tool_call is None:
+        if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
-            chunks = _stream(completion_id, created, body.model, answer, usage, include_usage)
+            chunks, render = _stream(
+                completion_id, created, body.model, answer, tool_call, usage, include_usage
+            )
+            pace = _Pace(ttft=ttft, rate=rate, fault=broken.group(1) if broken else None)
+            counters.record_ttft(completion_id, ttft)
             return StreamingResponse(
-                _delayed(counters, delay, chunks),
+                _paced(counters, pace, chunks, render),
                 media_type="text/event-stream",
                 headers=emulator.headers(key) if emulator else None,
             )
@@ -419,12 +468,58 @@ def _max_tokens(body: ChatRequest) -> int | None:
     return value if isinstance(value, int) else None
 
 
-async def _delayed(stats: ServerStats, delay: float, chunks: list[str]) -> AsyncIterator[str]:
-    stats.enter(delay)
+@dataclass(frozen=True)
+class _Pace:
+    ttft: float
+    rate: float | None
+    fault: str | None = None  # "cut" or "malformed": break the stream half-way
+
+
+class StreamCut(Exception):
+    """Raised inside a stream to drop the connection mid-answer (uvicorn closes it)."""
+
+
+Chunk = tuple[str, str]  # ("event", an SSE event) or ("text", one token of the answer)
+
+
+async def _paced(
+    stats: ServerStats, pace: _Pace, chunks: list[Chunk], render: Callable[[str], str]
+) -> AsyncIterator[str]:
+    """The SSE events on the profile's clock: the role at once, the first token after the TTFT,
+    then each token when the rate says it is due; tokens that fall due within one tick travel in
+    one chunk, as hosted APIs batch them under load (one event per token would cost 100 streams
+    several thousand events a second of this process's CPU)."""
+    stats.enter(pace.ttft)
     try:
-        await asyncio.sleep(delay)
-        for chunk in chunks:
-            yield chunk
+        loop = asyncio.get_running_loop()
+        yield chunks[0][1]
+        await asyncio.sleep(pace.ttft)
+        start = loop.time()
+        sent = 0  # tokens sent so far
+        out: list[str] = []
+        text: list[str] = []
+        half = len(chunks) // 2
+        for i, (kind, value) in enumerate(chunks[1:], start=1):
+            if pace.fault and i == half:
+                if pace.fault == "cut":
+                    raise StreamCut("demo: stream cut off mid-answer")
+                out.append('data: {"id": "chatcmpl-broken", "choices": [{"delta": \n\n')
+            due = start + (sent / pace.rate if pace.rate and kind == "text" else 0.0)
+            wait = due - loop.time()
+            if wait > 0 and (out or text):
+                yield "".join(out) + (render("".join(text)) if text else "")
+                out, text = [], []
+                await asyncio.sleep(max(wait, STREAM_TICK_S))
+            if kind == "text":
+                text.append(value)
+                sent += 1
+            else:
+                if text:
+                    out.append(render("".join(text)))
+                    text = []
+                out.append(value)
+        if out or text:
+            yield "".join(out) + (render("".join(text)) if text else "")
     finally:
         stats.leave()
 
@@ -434,9 +529,14 @@ def _stream(
     created: int,
     model: str,
     answer: str,
+    tool_call: dict[str, Any] | None,
     usage: dict[str, int],
     include_usage: bool,
-) -> list[str]:
+) -> tuple[list[Chunk], Callable[[str], str]]:
+    """OpenAI's chat.completion.chunk events for one answer, and how to render a content delta:
+    the role, the answer's tokens (or the tool call's name, then its arguments in pieces), the
+    finish reason, and the usage in the final chunk when the client asked for it."""
+
     def event(delta: dict[str, Any], finish: str | None, **extra: Any) -> str:
         payload = {
             "id": completion_id,
@@ -448,10 +548,25 @@ def _stream(
         }
         return f"data: {json.dumps(payload)}\n\n"
 
-    words = answer.split(" ")
-    parts = [event({"role": "assistant", "content": ""}, None)]
-    parts += [event({"content": w if i == 0 else " " + w}, None) for i, w in enumerate(words)]
-    parts.append(event({}, "stop"))
+    parts: list[Chunk] = [("event", event({"role": "assistant", "content": ""}, None))]
+    if tool_call is not None:
+        function = tool_call["function"]
+        head = {"index": 0, "id": tool_call["id"], "type": "function"}
+        named = {**head, "function": {"name": function["name"], "arguments": ""}}
+        parts.append(("event", event({"tool_calls": [named]}, None)))
+        arguments = function["arguments"]
+        for piece in (arguments[i : i + 16] for i in range(0, len(arguments), 16)):
+            delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+            parts.append(("event", event(delta, None)))
+        parts.append(("event", event({}, "tool_calls")))
+    else:
+        # Each token with the whitespace before it, so the pieces add up to the answer exactly.
+        pieces = re.findall(r"\s*(?:\w+|[^\w\s])", answer) or [answer]
+        tail = answer[len("".join(pieces)) :]
+        if tail:
+            pieces[-1] += tail
+        parts += [("text", p) for p in pieces]
+        parts.append(("event", event({}, "stop")))
     if include_usage:
         usage_event = {
             "id": completion_id,
@@ -461,9 +576,9 @@ def _stream(
             "choices": [],
             "usage": usage,
         }
-        parts.append(f"data: {json.dumps(usage_event)}\n\n")
-    parts.append("data: [DONE]\n\n")
-    return parts
+        parts.append(("event", f"data: {json.dumps(usage_event)}\n\n"))
+    parts.append(("event", "data: [DONE]\n\n"))
+    return parts, lambda text: event({"content": text}, None)
 
 
 class DemoLLMServer:

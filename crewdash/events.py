@@ -21,6 +21,7 @@ from crewai.events import (
     LLMCallCompletedEvent,
     LLMCallFailedEvent,
     LLMCallStartedEvent,
+    LLMStreamChunkEvent,
     MethodExecutionFailedEvent,
     MethodExecutionFinishedEvent,
     MethodExecutionStartedEvent,
@@ -34,6 +35,7 @@ from crewai.events import (
 from crewai.events.event_bus import CrewAIEventsBus
 
 from crewdash.batch import Batch, TaskResult, TokenUsage
+from crewdash.streaming import stream_tap
 
 RunRef = tuple[Batch, str]
 current_run: contextvars.ContextVar[RunRef | None] = contextvars.ContextVar(
@@ -94,10 +96,18 @@ class RunEventRouter(BaseEventListener):
                 )
                 batch.note_step(run_id, f"waiting for {event.model or 'the model'}")
 
+        @crewai_event_bus.on(LLMStreamChunkEvent)
+        def _llm_chunk(_: Any, event: LLMStreamChunkEvent) -> None:
+            # Runs on the thread reading the stream, once per chunk: only a list append here.
+            if event.chunk and event.tool_call is None and (ref := self.resolve(event)):
+                at = _ts(event.timestamp)
+                stream_tap().chunk(ref[0], ref[1], event.call_id, event.chunk, at)
+
         @crewai_event_bus.on(LLMCallCompletedEvent)
         def _llm_completed(_: Any, event: LLMCallCompletedEvent) -> None:
             if ref := self.resolve(event):
                 batch, run_id = ref
+                stream_tap().flush(batch, run_id)
                 at = _ts(event.timestamp)
                 tokens = TokenUsage.from_mapping(event.usage)
                 batch.record_span(

@@ -23,11 +23,13 @@ from pydantic import BaseModel
 
 from crewdash.batch import Batch, CrewSnapshot, CrewState, TaskResult, TokenUsage
 from crewdash.blueprints import BaseBlueprint
+from crewdash.checkpoints import CheckpointSink, Restore, arm, restore
 from crewdash.events import current_run, event_router, record_governor_wait, record_retry
 from crewdash.llm import LLMSettings, plain_error
 from crewdash.response_cache import CacheScope, cache_scope, record_cache_hit
 from crewdash.retries import RetryBudget, call_timeout, crew_budget
-from crewdash.run_context import LLMFactory, install, list_files, output_dir, run_llm
+from crewdash.run_context import LLMFactory, install, list_files, output_dir, run_llm, stream_off
+from crewdash.streaming import stream_failure, stream_tap
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ class CrewJob:
     default_llm: LLMFactory | None = None
     # This crew's own folder for the files its tasks write.
     output_dir: str | None = None
+    # Where CrewAI's checkpoints of this crew go (None: not checkpointed), and the checkpoint
+    # a resumed crew continues from.
+    checkpoint: CheckpointSink | None = None
+    restore: Restore | None = None
     # Answer identical model calls from the response cache (when this process has one).
     cache: bool = False
 
@@ -108,15 +114,21 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
     # CrewAI prints a panel per Flow step on stdout unless a TUI owns the screen; crews here
     # are not on a terminal (their progress is in the batch), so this context says so.
     quiet_token = _tui_mode.set(True)
-    budget_token = crew_budget.set(crew_retry_budget(batch, job))
+    # a run again without streaming (below) keeps the crew's budget: one budget per crew run
+    spent_so_far = crew_budget.get() if stream_off.get() else None
+    budget_token = crew_budget.set(spent_so_far or crew_retry_budget(batch, job))
     hits = partial(record_cache_hit, batch, job.run_id)
     cache_token = cache_scope.set(CacheScope(on_hit=hits) if job.cache else None)
     try:
         target = job.build()
+        restored = restore(target, job.restore) if job.restore is not None else set()
+        if job.checkpoint is not None:
+            arm(target, job.checkpoint)
         if isinstance(target, Crew):
             agent_ids = [str(agent.id) for agent in target.agents]
             router.track_agents((batch, job.run_id), agent_ids)
-        batch.mark_running(job.run_id, agent_ids)
+        if batch.crew(job.run_id).state is not CrewState.RUNNING:  # not on a streaming fallback
+            batch.mark_running(job.run_id, agent_ids)
         if started is not None:
             await started(batch.crew(job.run_id))
         try:
@@ -144,21 +156,35 @@ async def run_crew(batch: Batch, job: CrewJob, started: Started | None = None) -
         if not isinstance(output, CrewOutput):
             raise TypeError(f"crew returned {type(output).__name__}")
         usage = output.token_usage.model_dump() if output.token_usage else None
+        earlier = job.restore.tasks if job.restore is not None else ()
+        paid = job.restore.tokens if job.restore is not None else TokenUsage()
         return batch.ending(
             job.run_id,
             CrewState.SUCCEEDED,
             result=output.raw,
-            tokens=TokenUsage.from_mapping(usage),
-            tasks=_tasks(target),
+            # the restored tasks' calls were paid before the interruption: counted once
+            tokens=TokenUsage.from_mapping(usage) + paid,
+            tasks=(*earlier, *(t for t in _tasks(target) if t.key not in restored)),
             files=list_files(folder),
         )
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - one crew's failure never touches another
+        why = stream_failure(exc) if job.llm.stream and not stream_off.get() else None
+        if why is not None:  # once more without streaming; its partial text is dropped
+            log.info("crew %s: %s; running it again without streaming", job.run_id, why)
+            stream_tap().forget(batch, job.run_id, drop_text=True)
+            batch.note_step(job.run_id, f"{why}: running again without streaming")
+            off = stream_off.set(True)
+            try:
+                return await run_crew(batch, job)
+            finally:
+                stream_off.reset(off)
         error = plain_error(exc, job.llm)
         log.info("crew %s failed: %s", job.run_id, error)
         return batch.ending(job.run_id, CrewState.FAILED, error=error, files=list_files(folder))
     finally:
+        stream_tap().forget(batch, job.run_id)  # its last text lands before its ending
         router.forget_agents(agent_ids)
         cache_scope.reset(cache_token)
         crew_budget.reset(budget_token)

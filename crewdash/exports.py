@@ -87,6 +87,9 @@ CSV_HEADER = (
     "files",
     "error",
     "result",
+    "ttft_s",
+    "generation_s",
+    "tokens_per_s",
 )
 
 
@@ -109,13 +112,21 @@ def to_csv(snap: BatchSnapshot) -> str:
                 _fixed(crew_cost(snap, c), 8),
                 json.dumps(dict(c.inputs), ensure_ascii=False) if c.inputs else None,
                 json.dumps(
-                    [{"name": t.name, "output": t.output} for t in c.tasks], ensure_ascii=False
+                    [
+                        {"name": t.name, "output": t.output}
+                        | ({"restored": True} if t.restored else {})
+                        for t in c.tasks
+                    ],
+                    ensure_ascii=False,
                 )
                 if c.tasks
                 else None,
                 "; ".join(c.files) or None,
                 c.error,
                 c.result,
+                _fixed(c.ttft_s, 3),
+                _fixed(c.generation_s, 3),
+                _fixed(c.tokens_per_s, 1),
             )
         )
     return csv_text(rows)
@@ -138,16 +149,19 @@ def to_markdown(snap: BatchSnapshot) -> str:
         "",
         "## Latency",
         "",
-        "| # | Topic | State | Start (s) | Duration (s) | LLM calls | Tokens |",
-        "|---|---|---|---|---|---|---|",
+        "| # | Topic | State | Start (s) | Duration (s) | LLM calls | Tokens | TTFT (s) "
+        "| Tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in snap.crews:
         start = "" if c.started_at is None else f"{c.started_at - snap.created_at:.2f}"
         duration = "" if c.duration is None else f"{c.duration:.2f}"
         calls = sum(1 for s in c.spans if s.kind == "llm")
+        ttft = "" if c.ttft_s is None else f"{c.ttft_s:.2f}"
+        rate = "" if c.tokens_per_s is None else f"{c.tokens_per_s:.0f}"
         lines.append(
             f"| {c.index + 1} | {_cell(c.topic)} | {c.state.value} | {start} | "
-            f"{duration} | {calls} | {c.tokens.total} |"
+            f"{duration} | {calls} | {c.tokens.total} | {ttft} | {rate} |"
         )
     lines += ["", "## Results", ""]
     for c in snap.crews:
@@ -158,7 +172,8 @@ def to_markdown(snap: BatchSnapshot) -> str:
         lines += [c.result if c.result else f"_{c.state.value}: {c.error or 'no result'}_", ""]
         for task in c.tasks:
             agent = f" ({_cell(task.agent)})" if task.agent else ""
-            lines += [f"#### Task {_cell(task.name)}{agent}", "", task.output, ""]
+            restored = " (restored: finished before an interruption)" if task.restored else ""
+            lines += [f"#### Task {_cell(task.name)}{agent}{restored}", "", task.output, ""]
         if c.files:
             lines += ["Files: " + ", ".join(f"`{_cell(f)}`" for f in c.files), ""]
     return "\n".join(lines)

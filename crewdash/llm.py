@@ -26,6 +26,7 @@ from crewdash.errors import RetryBudgetSpent, SettingsError, redact
 from crewdash.governor import governor_for
 from crewdash.response_cache import CachingTransport
 from crewdash.retries import Limiter, ResilientTransport, shared_limiter
+from crewdash.run_context import stream_off
 from crewdash.settings import load_settings
 
 PROVIDERS = ("demo", "openai", "anthropic", "gemini", "ollama", "openai_compatible")
@@ -88,6 +89,7 @@ class LLMSettings:
     governor: bool = True  # False: only the fixed requests-per-minute pace and retries
     retry_tries: int = field(default_factory=_retry_tries)
     retry_seconds: float = field(default_factory=_retry_seconds)
+    stream: bool = True  # stream answers through CrewAI (TTFT, live text); off: whole answers
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -268,6 +270,8 @@ def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
     """A new CrewAI `LLM` for one crew (clients are not shared between crews)."""
     kwargs: dict[str, Any] = {"timeout": settings.timeout_s}
     limits: dict[str, Any] = {"tpm": settings.tokens_per_minute, "governed": settings.governor}
+    if settings.stream and not stream_off.get():
+        kwargs["stream"] = True
     if settings.temperature is not None:
         kwargs["temperature"] = settings.temperature
     if settings.max_tokens is not None:
@@ -377,7 +381,10 @@ def check_connection(
     import time
     from dataclasses import replace
 
-    quick = replace(settings, timeout_s=timeout_s, max_tokens=settings.max_tokens or 16)
+    # one plain call: a provider refusing streaming still answers the check
+    quick = replace(
+        settings, timeout_s=timeout_s, max_tokens=settings.max_tokens or 16, stream=False
+    )
     started = time.perf_counter()
     try:
         llm = build_llm(quick, demo_base_url)

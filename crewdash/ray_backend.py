@@ -197,7 +197,9 @@ class CrewWorker:
                 waiter.cancel()
             sent: CrewSnapshot | None = None
             while not task.done():
-                crew = batch.crew(job.run_id)
+                # streamed text stays on the worker (the page shows Ray crews' answers at the
+                # end, as before); only real progress crosses, TTFT on its spans included
+                crew = replace(batch.crew(job.run_id), live_text="")
                 if crew != sent:
                     yield crew, None, {}
                     sent = crew

@@ -37,6 +37,11 @@ output_dir: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "crewdash_output_dir", default=None
 )
 
+# Set for a crew that runs again without streaming after its stream broke: `build_llm` reads it.
+stream_off: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "crewdash_stream_off", default=False
+)
+
 _installed = False
 _install_lock = threading.Lock()
 _UNSAFE = re.compile(r"[^\w.\- ]+")

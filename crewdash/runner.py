@@ -29,6 +29,7 @@ from crewdash.admission import Admission, Ticket
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState
 from crewdash.blueprints import BaseBlueprint, load_blueprint
 from crewdash.budget import BatchEstimate, Budget, estimate_batch, over_budget
+from crewdash.checkpoints import CheckpointSink, Restore, discard, record_batch
 from crewdash.config import DEFAULT_MAX_CONCURRENCY, outputs_dir
 from crewdash.errors import (
     SettingsError,
@@ -131,6 +132,8 @@ class Runner:
         self._loop.set_default_executor(self.executor)
         self._admission = Admission(max_concurrency)  # used on the loop thread only
         self._batch_numbers = itertools.count()
+        self._restores: dict[str, Restore] = {}  # run id -> the checkpoint it resumes from
+        self._resumable: set[str] = set()  # batches whose crews are checkpointed
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="crewdash-runner", daemon=True
         )
@@ -164,7 +167,13 @@ class Runner:
         crew_inputs = [bp.inputs_for(topic, inputs, fan_out) for topic in topics]
         plans = [CrewPlan(t, bp, settings, i) for t, i in zip(topics, crew_inputs, strict=True)]
         return self.submit_plans(
-            plans, settings, notes=notes, source=source, label=bp.name, kind=bp.kind
+            plans,
+            settings,
+            notes=notes,
+            source=source,
+            label=bp.name,
+            kind=bp.kind,
+            resumable=bp,
         )
 
     def submit_plans(
@@ -178,6 +187,7 @@ class Runner:
         kind: str = "yaml",
         model_label: str | None = None,
         model: str | None = None,
+        resumable: BaseBlueprint | None = None,
     ) -> str:
         """Start one crew per plan (each with its own blueprint and model) as one batch, under
         the batch's `settings.max_concurrency`; returns the batch id at once."""
@@ -203,6 +213,17 @@ class Runner:
         )
         if self.store is not None:
             self.store.create_batch(batch.snapshot(), source)  # before any crew can finish
+            if resumable is not None:  # one blueprint and one model: what a resume needs
+                self._resumable.add(batch_id)
+                record_batch(
+                    self.store,
+                    batch_id,
+                    resumable,
+                    settings.llm,
+                    batch.snapshot().max_concurrency,
+                    settings.crew_timeout_s,
+                    settings.response_cache,
+                )
         with self._lock:
             self._batches[batch_id] = batch
             while len(self._batches) > MAX_BATCHES_KEPT:
@@ -217,6 +238,30 @@ class Runner:
                 self._loop,
             )
         return batch_id
+
+    def resume(
+        self,
+        batch: Batch,
+        blueprint: BaseBlueprint,
+        settings: RunSettings,
+        restores: Mapping[str, Restore | None],
+    ) -> None:
+        """Run a stored batch's crews of `restores` again under their own ids (`batch` holds
+        them queued, the others as they ended), each from its checkpoint if it has one."""
+        if self._shutting_down or self._loop.is_closed() or not self._thread.is_alive():
+            raise ShuttingDownError("the server is shutting down; try again in a moment")
+        snap = batch.snapshot()
+        with self._lock:
+            self._restores.update({r: saved for r, saved in restores.items() if saved})
+            self._resumable.add(batch.batch_id)
+            self._batches[batch.batch_id] = batch
+            plans = [CrewPlan(c.topic, blueprint, settings, dict(c.inputs)) for c in snap.crews]
+            self._futures[batch.batch_id] = asyncio.run_coroutine_threadsafe(
+                self._run_batch(
+                    batch, next(self._batch_numbers), plans, settings, only=set(restores)
+                ),
+                self._loop,
+            )
 
     def batch(self, batch_id: str) -> Batch:
         with self._lock:
@@ -239,6 +284,7 @@ class Runner:
         number: int,
         plans: list[CrewPlan],
         settings: RunSettings,
+        only: set[str] | None = None,
     ) -> None:
         tasks: list[asyncio.Task[None]] = []
         limit = min(settings.max_concurrency, self.max_concurrency)
@@ -250,13 +296,18 @@ class Runner:
                 settings.llm.max_tokens,
             )
             self._budgets[batch.batch_id] = (estimate, set())
+        runs = [
+            (run_id, plan)
+            for run_id, plan in zip(batch.run_ids, plans, strict=True)
+            if only is None or run_id in only  # a resume runs its chosen crews only
+        ]
         # every crew takes its place in the queue now, before any later batch's crew can
         tickets = [
             self._admission.enqueue((number, index), batch.batch_id, limit)
-            for index in range(len(plans))
+            for index in range(len(runs))
         ]
         try:
-            crews = zip(batch.run_ids, plans, tickets, strict=True)
+            crews = ((*run, ticket) for run, ticket in zip(runs, tickets, strict=True))
             for run_id, plan, ticket in crews:
                 if batch.batch_id in self._cancelled or run_id in self._cancelled:
                     self._admission.leave(ticket)
@@ -286,6 +337,7 @@ class Runner:
             self._tasks.pop(batch.batch_id, None)
             self._budgets.pop(batch.batch_id, None)
             self._over_budget.pop(batch.batch_id, None)
+            self._resumable.discard(batch.batch_id)
             self._cancelled.difference_update({batch.batch_id, *batch.run_ids})
             # here, not after: when close() cancels this task its crews end, so the batch does
             await asyncio.shield(self._save_end(batch))
@@ -294,7 +346,11 @@ class Runner:
         """Write the batch's end, late spans included (on shutdown close() has its deadline)."""
         if self.store is not None:
             await asyncio.to_thread(crewai_event_bus.flush, 1 if self._shutting_down else 10)
-            await self._persist(self.store.finish_batch, batch.snapshot())
+            snap = batch.snapshot()
+            await self._persist(self.store.finish_batch, snap)
+            # again after the flush: a late checkpoint of a crew that ended is pruned too
+            ended = [c.run_id for c in snap.crews if c.state is not CrewState.INTERRUPTED]
+            await self._persist(discard, self.store, ended)
 
     async def _persist(self, write: Callable[..., None], *args: Any) -> None:
         """A store write off the loop; a failing database is logged, the run goes on."""
@@ -396,6 +452,12 @@ class Runner:
             default_llm=partial(build_llm, llm, demo_url),
             output_dir=str(outputs_dir() / batch_id / run_id),
             cache=s.response_cache,
+            checkpoint=(
+                CheckpointSink(self.store.url, batch_id, run_id, llm.api_key)
+                if self.store is not None and batch_id in self._resumable
+                else None
+            ),
+            restore=self._restores.pop(run_id, None),
         )
 
     async def _run_crew(
@@ -464,6 +526,8 @@ class Runner:
         """Commit the crew's end to the store first, then show it: durable before visible."""
         if self.store is not None:
             await self._persist(self.store.save_crew, batch.batch_id, ended)
+            if ended.state is not CrewState.INTERRUPTED:  # only an interrupted crew resumes
+                await self._persist(discard, self.store, [ended.run_id])
         batch.end(ended)
 
     def close(self, timeout: float = 5.0) -> None:

@@ -44,12 +44,23 @@ def demo_profile_from_env(env: Mapping[str, str] | None = None) -> LatencyProfil
     A latency given alone means a fixed profile.
     """
     settings = load_settings(
-        env, only={"CREWDASH_DEMO_LATENCY", "CREWDASH_DEMO_SEED", "CREWDASH_DEMO_PROFILE"}
+        env,
+        only={
+            "CREWDASH_DEMO_LATENCY",
+            "CREWDASH_DEMO_SEED",
+            "CREWDASH_DEMO_PROFILE",
+            "CREWDASH_DEMO_TOKENS_PER_S",
+        },
     )
     latency, seed = settings.demo_latency, settings.demo_seed
     kind = settings.demo_profile or ("hosted" if latency is None else "fixed")
     try:
-        return LatencyProfile(kind=kind, seconds=1.0 if latency is None else latency, seed=seed)
+        return LatencyProfile(
+            kind=kind,
+            seconds=1.0 if latency is None else latency,
+            seed=seed,
+            tokens_per_s=settings.demo_tokens_per_s,
+        )
     except ValueError as exc:
         raise SettingsError(f"CREWDASH_DEMO_LATENCY: {exc}") from None
 
@@ -177,6 +188,7 @@ class Runtime:
         self._demos: dict[tuple[LatencyProfile, FailureRates, ProviderLimits], DemoLLMServer] = {}
         self._demo_lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
+        self.auto_resumed: list[str] = []  # what CREWDASH_AUTO_RESUME resumed at start, said
         try:
             if store is not None:  # alive before the first batch, and the dead ones ended at once
                 store.beat()
@@ -230,7 +242,16 @@ class Runtime:
             backend.close()
             raise
         # closes both on failure
-        return cls(settings, profile, store, failures, backend, liveness, limits)
+        runtime = cls(settings, profile, store, failures, backend, liveness, limits)
+        if every.auto_resume:
+            runtime.resume_interrupted()
+        return runtime
+
+    def resume_interrupted(self) -> None:
+        """Resume, once, the interrupted crews of batches whose server is gone (and say so)."""
+        from crewdash.resume import auto_resume
+
+        self.auto_resumed = [o.describe() for o in auto_resume(self)]
 
     def snapshot(self, batch_id: str) -> BatchSnapshot:
         """A batch from this process's runner (live), else from the history database."""

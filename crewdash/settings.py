@@ -184,6 +184,12 @@ class Settings(BaseSettings):
         alias="CREWDASH_OWNER_LEASE_S",
         description="a silent server's lease (at least twice the heartbeat)",
     )
+    auto_resume: bool = Field(
+        False,
+        alias="CREWDASH_AUTO_RESUME",
+        description="resume, once, interrupted crews of stopped servers on start",
+        json_schema_extra={"readme_default": "0"},
+    )
     runner: RunnerName = Field(
         "local",
         alias="CREWDASH_RUNNER",
@@ -217,6 +223,13 @@ class Settings(BaseSettings):
         json_schema_extra={"readme_default": "1.0"},
     )
     demo_seed: int = Field(7, alias="CREWDASH_DEMO_SEED", description="seed of the demo latency")
+    demo_tokens_per_s: float | None = Field(
+        None,
+        alias="CREWDASH_DEMO_TOKENS_PER_S",
+        gt=0,
+        description="writing speed for fixed (tokens per second)",
+        json_schema_extra={"readme_default": "all at once"},
+    )
     demo_failures: str = Field(
         "",
         alias="CREWDASH_DEMO_FAILURES",

@@ -134,6 +134,7 @@ class SpanRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    first_token_at: Mapped[float | None] = mapped_column(Float)  # streamed calls (TTFT)
 
 
 class OwnerRow(Base):
@@ -273,9 +274,27 @@ class Store:
             session.add_all(_crew_row(snap.batch_id, c) for c in snap.crews)
 
     def save_crew(self, batch_id: str, crew: CrewSnapshot) -> None:
-        """Write one crew's state and spans; committed when this returns."""
+        """Write one crew's state and spans; committed when this returns. A crew's start
+        written late (a cancel or an interruption overtook it) never reopens its ending."""
         with Session(self.engine) as session, session.begin():
-            session.merge(_crew_row(batch_id, crew))
+            fresh = _crew_row(batch_id, crew)
+            if crew.state.final:
+                session.merge(fresh)
+            else:  # one conditional update: a read, then a write, would race the ending
+                values = {c.key: getattr(fresh, c.key) for c in CrewRow.__mapper__.column_attrs}
+                opened = (
+                    session.connection()
+                    .execute(
+                        update(CrewRow)
+                        .where(CrewRow.run_id == crew.run_id, CrewRow.state.in_(OPEN_STATES))
+                        .values(values)
+                    )
+                    .rowcount
+                )
+                if not opened:
+                    if session.get(CrewRow, crew.run_id) is not None:
+                        return  # it has ended meanwhile
+                    session.add(fresh)
             existing = {
                 row.key: row
                 for row in session.scalars(select(SpanRow).where(SpanRow.run_id == crew.run_id))
@@ -291,6 +310,7 @@ class Store:
                 row.prompt_tokens = span.tokens.prompt
                 row.completion_tokens = span.tokens.completion
                 row.total_tokens = span.tokens.total
+                row.first_token_at = span.first_token_at
                 session.add(row)
 
     def finish_batch(self, snap: BatchSnapshot) -> None:
@@ -631,6 +651,7 @@ def _span(row: SpanRow) -> Span:
         finished_at=row.finished_at,
         error=row.error,
         tokens=TokenUsage(row.prompt_tokens, row.completion_tokens, row.total_tokens),
+        first_token_at=row.first_token_at,
     )
 
 

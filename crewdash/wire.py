@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from crewdash.batch import BatchSnapshot, CrewSnapshot, Span, TaskResult, TokenUsage
     from crewdash.blueprints import BlueprintInfo, PinnedAgent
     from crewdash.experiments import Cell, Grid, VariantSummary
+    from crewdash.resume import CrewResume, ResumeOutcome
     from crewdash.store import BatchSummary as StoredSummary
 
 
@@ -48,6 +49,10 @@ class SpanInfo(WireModel):
     finished_at: float | None
     tokens: Tokens
     error: str | None
+    first_token_at: float | None = Field(None, description="a streamed LLM call's first text")
+    ttft_s: float | None = Field(None, description="time to first token of a streamed call")
+    generation_s: float | None = Field(None, description="first token to the call's end")
+    tokens_per_s: float | None = Field(None, description="output tokens per second writing")
 
     @classmethod
     def from_span(cls, span: Span) -> SpanInfo:
@@ -59,6 +64,10 @@ class SpanInfo(WireModel):
             finished_at=span.finished_at,
             tokens=Tokens.from_usage(span.tokens),
             error=span.error,
+            first_token_at=span.first_token_at,
+            ttft_s=span.ttft,
+            generation_s=span.generation_s,
+            tokens_per_s=span.tokens_per_s,
         )
 
 
@@ -74,10 +83,19 @@ class TaskInfo(TaskOutput):
     """One finished task of a crew, with its id (one entry per task)."""
 
     key: str
+    restored: bool = Field(
+        default=False, description="finished before an interruption and kept by a resume"
+    )
 
     @classmethod
     def from_task(cls, task: TaskResult) -> TaskInfo:
-        return cls(key=task.key, name=task.name, agent=task.agent, output=task.output)
+        return cls(
+            key=task.key,
+            name=task.name,
+            agent=task.agent,
+            output=task.output,
+            restored=task.restored,
+        )
 
 
 class CrewDetail(WireModel):
@@ -101,6 +119,11 @@ class CrewDetail(WireModel):
     files: list[str] = Field(description="files its tasks wrote, relative to its own folder")
     duration_s: float | None = Field(description="start to finish (to now while running)")
     cost_usd: float | None = Field(description="at today's prices; null if the model has none")
+    ttft_s: float | None = Field(
+        None, description="time to first token of its first streamed LLM call; null unstreamed"
+    )
+    generation_s: float | None = Field(None, description="seconds its streamed calls spent writing")
+    tokens_per_s: float | None = Field(None, description="output tokens per second writing")
 
     @classmethod
     def from_snapshot(cls, crew: CrewSnapshot, batch: BatchSnapshot) -> CrewDetail:
@@ -123,6 +146,9 @@ class CrewDetail(WireModel):
             files=list(crew.files),
             duration_s=crew.duration,
             cost_usd=crew_cost(batch, crew),
+            ttft_s=crew.ttft_s,
+            generation_s=crew.generation_s,
+            tokens_per_s=crew.tokens_per_s,
         )
 
 
@@ -269,6 +295,14 @@ class CrewEvent(WireModel):
         )
 
 
+class ChunkEvent(WireModel):
+    """The `data` of an SSE `chunk` event: new streamed text of a running crew (coalesced, a few
+    times a second); a crew's chunks come before its final `crew` event."""
+
+    run_id: str
+    text: str
+
+
 class DoneEvent(WireModel):
     """The `data` of the SSE `done` event: every crew has ended; the batch's figures."""
 
@@ -352,6 +386,8 @@ class CrewReport(WireModel):
     result: str | None
     tasks: list[TaskOutput]
     files: list[str] = Field(description="absolute paths of the files its tasks wrote")
+    ttft_s: float | None = Field(None, description="time to first token; null unstreamed")
+    tokens_per_s: float | None = Field(None, description="output tokens per second writing")
 
     @classmethod
     def from_snapshot(cls, crew: CrewSnapshot, folder: Path) -> CrewReport:
@@ -365,6 +401,8 @@ class CrewReport(WireModel):
             result=crew.result,
             tasks=[TaskOutput(name=t.name, agent=t.agent, output=t.output) for t in crew.tasks],
             files=[str(folder / f) for f in crew.files],
+            ttft_s=None if crew.ttft_s is None else round(crew.ttft_s, 3),
+            tokens_per_s=None if crew.tokens_per_s is None else round(crew.tokens_per_s, 1),
         )
 
 
@@ -412,6 +450,54 @@ class RunReport(WireModel):
             crews_detail=[
                 CrewReport.from_snapshot(c, outputs / snap.batch_id / c.run_id) for c in snap.crews
             ],
+        )
+
+
+class ResumeRequest(WireModel):
+    """`POST /batches/{id}/resume`: which interrupted crews continue (default: all)."""
+
+    run_ids: list[str] | None = Field(
+        default=None, max_length=1000, description="only these crews (default: every interrupted)"
+    )
+    from_start: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="crews offered a re-run (unusable checkpoint) to run from the start now",
+    )
+
+
+class ResumedCrew(WireModel):
+    run_id: str
+    topic: str
+    restored_tasks: int = Field(description="finished tasks kept from its checkpoint")
+    reason: str | None = Field(
+        default=None, description="for an offer: why it cannot continue from its checkpoint"
+    )
+
+
+class ResumeResult(WireModel):
+    """What a resume started, and which crews it offers to re-run from the start instead."""
+
+    batch_id: str
+    resumed: list[ResumedCrew]
+    rerun_offers: list[ResumedCrew] = Field(
+        description="crews that were not resumed; resume them with `from_start` to re-run"
+    )
+    message: str
+
+    @classmethod
+    def from_outcome(cls, outcome: ResumeOutcome) -> ResumeResult:
+        def crew(plan: CrewResume) -> ResumedCrew:
+            tasks = len(plan.restore.tasks) if plan.restore is not None else 0
+            return ResumedCrew(
+                run_id=plan.run_id, topic=plan.topic, restored_tasks=tasks, reason=plan.problem
+            )
+
+        return cls(
+            batch_id=outcome.batch_id,
+            resumed=[crew(p) for p in outcome.resumed],
+            rerun_offers=[crew(p) for p in outcome.offers],
+            message=outcome.describe(),
         )
 
 

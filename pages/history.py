@@ -14,6 +14,7 @@ from crewdash.projects import KIND_LABELS
 from crewdash.store import BatchSummary
 from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads, render_headline
 from ui.polling import poll_until_done
+from ui.resume_view import render_resume
 from ui.session import require_login, run_settings, runtime
 
 require_login()
@@ -144,6 +145,9 @@ if len(chosen) == 1:
         def draw(snap: BatchSnapshot) -> None:
             render_batch(snap)
             downloads(snap)
+            if render_resume(snap, "history"):  # resumed: watch it on the Run page
+                st.session_state["run.batch_id"] = snap.batch_id
+                st.switch_page("pages/run.py", query_params={"batch": snap.batch_id})
 
         poll_until_done(first, lambda: rt.snapshot(batch_id), draw, every_s=REFRESH_SECONDS)
 elif len(chosen) == 2:

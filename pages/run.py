@@ -20,7 +20,9 @@ from ui.governor_view import (
     render_gauges,
 )
 from ui.polling import poll_until_done
+from ui.resume_view import render_resume
 from ui.session import llm_settings, require_login, run_settings, runtime, state
+from ui.stream_view import render_live_answers
 
 require_login()
 
@@ -31,6 +33,10 @@ st.write(
 )
 
 runner = runtime().runner
+for line in runtime().auto_resumed:  # CREWDASH_AUTO_RESUME=1 resumed these at start
+    st.info(
+        f"Resumed automatically when this server started: {line}", icon=":material/restart_alt:"
+    )
 blueprint_name = state("sidebar.blueprint", "research")
 blueprint: BaseBlueprint | None = None
 try:
@@ -170,14 +176,19 @@ if batch_id:
         st.stop()
     for note in first.notes:
         st.info(note, icon=":material/info:")
+    if resumed := st.session_state.pop("run.resumed", None):
+        st.success(f"Resumed: {resumed}", icon=":material/restart_alt:")
 
     def draw(snap: BatchSnapshot) -> None:
         if not snap.done:
             render_cancel(snap)
             render_queue(snap)
             render_gauges()
+            render_live_answers(snap)
         render_batch(snap)
         if snap.done:
             render_downloads(snap, "run")
+            if render_resume(snap, "run"):
+                st.rerun()  # the batch runs again: draw it live
 
     poll_until_done(first, lambda: runtime().snapshot(batch_id), draw, every_s=REFRESH_SECONDS)

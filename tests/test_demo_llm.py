@@ -1,6 +1,7 @@
 """The demo model over real HTTP, through the same OpenAI client CrewAI uses."""
 
 import concurrent.futures
+import statistics
 import time
 
 import httpx
@@ -118,18 +119,25 @@ def test_concurrent_calls_overlap_and_are_counted() -> None:
 def test_latency_profiles() -> None:
     fixed = LatencyProfile(kind="fixed", seconds=0.25)
     assert fixed.delay_for("a") == fixed.delay_for("b") == 0.25
+    assert fixed.delay_for("a", tokens=100) == 0.25  # no rate: the answer comes at once
+    paced = LatencyProfile(kind="fixed", seconds=0.25, tokens_per_s=50)
+    assert paced.ttft_for("a") == 0.25 and paced.delay_for("a", tokens=100) == 2.25
     hosted = LatencyProfile(kind="hosted", seed=1)
-    delays = [hosted.delay_for(f"prompt {i}") for i in range(400)]
+    answer = 50  # tokens of a three-bullet answer
+    delays = [hosted.delay_for(f"prompt {i}", answer) for i in range(400)]
     assert delays == [
-        LatencyProfile(kind="hosted", seed=1).delay_for(f"prompt {i}") for i in range(400)
+        LatencyProfile(kind="hosted", seed=1).delay_for(f"prompt {i}", answer) for i in range(400)
     ]
     assert delays != [
-        LatencyProfile(kind="hosted", seed=2).delay_for(f"prompt {i}") for i in range(400)
+        LatencyProfile(kind="hosted", seed=2).delay_for(f"prompt {i}", answer) for i in range(400)
     ]
     share_1_to_3 = sum(1.0 <= d <= 3.0 for d in delays) / len(delays)
-    assert share_1_to_3 > 0.8 and max(delays) > 2.5  # mostly 1-3 s, with a tail
+    assert share_1_to_3 > 0.7 and max(delays) > 3.0  # mostly 1-3 s, with a tail
+    ttfts = [hosted.ttft_for(f"prompt {i}") for i in range(400)]
+    rates = [hosted.rate_for(f"prompt {i}") or 0 for i in range(400)]
+    assert 0.4 < statistics.median(ttfts) < 0.8 and 30 < statistics.median(rates) < 50
     slow = LatencyProfile(kind="slow")
-    assert 2.0 <= slow.delay_for("x") <= 20.0
+    assert 0.8 <= slow.ttft_for("x") <= 10.0 and 5 <= (slow.rate_for("x") or 0) <= 30
     with pytest.raises(ValueError):
         LatencyProfile(kind="warp")  # type: ignore[arg-type]
     with pytest.raises(ValueError):

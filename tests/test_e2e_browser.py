@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from crewdash.batch import Batch
 from crewdash.store import Store
@@ -141,8 +142,15 @@ def test_sidebar_settings_test_connection_and_failure_injection(
 
     sidebar.get_by_label("malformed body").fill("0")
     sidebar.get_by_label("malformed body").press("Enter")
-    sidebar.get_by_role("combobox", name="Provider").click()
-    page.get_by_role("option", name=re.compile("OpenAI-compatible")).click()
+    provider = sidebar.get_by_role("combobox", name="Provider")
+    option = page.get_by_role("option", name=re.compile("OpenAI-compatible"))
+    for _ in range(5):  # the rerun of the Enter above may redraw the sidebar and close the list
+        provider.click()
+        try:
+            option.click(timeout=3_000)
+            break
+        except PlaywrightTimeoutError:
+            continue
     sidebar.get_by_role("textbox", name="Base URL").fill("http://127.0.0.1:9/v1")
     sidebar.get_by_role("textbox", name="Base URL").press("Enter")
     sidebar.get_by_role("textbox", name="API key").fill("sk-SENTINEL-typed-key")
@@ -399,6 +407,8 @@ def test_a_crewai_project_runs_ten_topics_from_the_page(
     expect(page.get_by_text(re.compile(r"0 queued · 0 running · 10 succeeded"))).to_be_visible(
         timeout=90_000
     )
+    # the last live refresh's elements stay until the final full run replaces them
+    expect(page.get_by_role("tab", name="Timeline")).to_have_count(1, timeout=30_000)
     expect(page.get_by_role("tab", name="Timeline")).to_be_visible()
     results = page.locator(MAIN_EXPANDERS)
     expect(results).to_have_count(10, timeout=30_000)

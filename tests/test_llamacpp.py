@@ -78,4 +78,7 @@ def test_runner_runs_crews_through_the_openai_compatible_provider(llama: LlamaCp
         llm_spans = [s for s in crew.spans if s.kind == "llm"]
         assert llm_spans, "no LLM call was recorded for this crew"
         assert any(s.tokens.total > 0 for s in llm_spans)
+        # streamed (the default): the text arrived in chunks, with a time to first token
+        assert crew.ttft_s is not None and 0 < crew.ttft_s < 60
+        assert crew.live_text.strip() and llm_spans[0].first_token_at is not None
         assert crew.tokens.total > 0

@@ -93,7 +93,7 @@ def test_a_batch_runs_and_its_results_render() -> None:
     text = markdown_text(at)
     assert "alpha topic" in text and "beta topic" in text
     assert "3** succeeded" in text
-    assert len(at.get("plotly_chart")) == 3  # timeline, latency, tokens & cost
+    assert len(at.get("plotly_chart")) == 4  # timeline, latency, time to first token, tokens
     assert at.metric[0].value == "3 / 3"
     assert at.metric[5].label == "Cost" and at.metric[5].value == "$0.0000"  # the demo is free
 
@@ -399,3 +399,14 @@ def test_a_bad_setting_is_one_error_line_not_a_traceback(
     (error,) = at.error
     assert error.value.startswith(f"crewdash cannot start: {name}")
     assert message in error.value and "\n" not in error.value
+
+
+def test_the_sidebars_stream_switch_reaches_the_batch() -> None:
+    at = start()
+    assert at.sidebar.toggle(key="sidebar.stream").value is True  # on by default
+    at.sidebar.toggle(key="sidebar.stream").set_value(False).run()
+    run_topics(at, "switch off topic")
+    batch = runtime().runner.batch(at.session_state["run.batch_id"])
+    assert batch.wait(30)
+    (crew,) = batch.snapshot().crews
+    assert crew.result and crew.live_text == "" and crew.ttft_s is None

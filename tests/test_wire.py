@@ -79,11 +79,11 @@ def test_every_json_response_of_every_route_has_a_schema_with_properties(
                 assert schema.get("additionalProperties") in (None, False), label
                 checked.append(label)
     # every route but the event stream, the file and the experiment's (CSV/Markdown) export
-    assert len(checked) == 14, checked
+    assert len(checked) == 15, checked
     events = spec["paths"]["/batches/{batch_id}/events"]["get"]["responses"]["200"]
     kinds = events["content"]["text/event-stream"]["itemSchema"]["oneOf"]
     payloads = {k["properties"]["event"]["const"]: k["properties"]["data"] for k in kinds}
-    assert set(payloads) == {"crew", "done"}
+    assert set(payloads) == {"crew", "chunk", "done"}
     for name, data in payloads.items():
         schema = resolve(spec, data["contentSchema"])
         assert schema["properties"], name
@@ -147,7 +147,7 @@ def test_a_real_batchs_json_validates_against_its_schema_with_no_extra_fields(
 
     assert events and events[-1][0] == "done"
     for name, data in events:
-        model = {"crew": wire.CrewEvent, "done": wire.DoneEvent}[name]
+        model = {"crew": wire.CrewEvent, "chunk": wire.ChunkEvent, "done": wire.DoneEvent}[name]
         validator(spec, model.__name__).validate(data)
         model.model_validate(data)
 

@@ -14,6 +14,7 @@ from crewdash.charts import (
     status_table,
     timeline_figure,
     tokens_figure,
+    ttft_figure,
 )
 from crewdash.config import outputs_dir
 from crewdash.exports import FORMATS, export
@@ -80,15 +81,21 @@ def render_batch(snap: BatchSnapshot) -> None:
             "Start (s)": st.column_config.NumberColumn(format="%.2f"),
             "Duration (s)": st.column_config.NumberColumn(format="%.2f"),
             "Cost ($)": st.column_config.NumberColumn(format="%.6f"),
+            "TTFT (s)": st.column_config.NumberColumn(format="%.2f"),
+            "Tokens/s": st.column_config.NumberColumn(format="%.0f"),
             "Topic": st.column_config.TextColumn(width="medium"),
             "Step": st.column_config.TextColumn(width="large"),
         },
     )
-    timeline, latency, tokens = st.tabs(["Timeline", "Crew latency", "Tokens & cost"])
+    timeline, latency, first, tokens = st.tabs(
+        ["Timeline", "Crew latency", "Time to first token", "Tokens & cost"]
+    )
     with timeline:
         st.plotly_chart(timeline_figure(snap), width="stretch", key=f"timeline-{snap.batch_id}")
     with latency:
         st.plotly_chart(latency_figure(snap), width="stretch", key=f"latency-{snap.batch_id}")
+    with first:
+        st.plotly_chart(ttft_figure(snap), width="stretch", key=f"ttft-{snap.batch_id}")
     with tokens:
         st.plotly_chart(tokens_figure(snap), width="stretch", key=f"tokens-{snap.batch_id}")
     st.subheader("Results")
@@ -127,7 +134,12 @@ def render_crew_details(snap: BatchSnapshot, crew: CrewSnapshot) -> None:
         )
     # a one-task crew's only output is its answer, shown above: not again
     if len(crew.tasks) > 1 or (crew.tasks and crew.tasks[0].output != crew.result):
-        tabs = st.tabs([f"{i}. {t.name}" for i, t in enumerate(crew.tasks, 1)])
+        tabs = st.tabs(
+            [
+                f"{i}. {t.name}" + (" (restored)" if t.restored else "")
+                for i, t in enumerate(crew.tasks, 1)
+            ]
+        )
         for tab, task in zip(tabs, crew.tasks, strict=True):
             with tab:
                 if task.agent:

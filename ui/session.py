@@ -164,6 +164,7 @@ def _demo_settings(rt: Runtime, temperature: float, max_tokens: int | None) -> L
             kind=state("sidebar.demo_profile", rt.demo_profile.kind),
             seconds=float(state("sidebar.demo_latency", rt.demo_profile.seconds)),
             seed=rt.demo_profile.seed,
+            tokens_per_s=rt.demo_profile.tokens_per_s,
         )
         failures = FailureRates(
             rate_429=state("sidebar.fail_429", rt.demo_failures.rate_429 * 100) / 100,
@@ -191,9 +192,8 @@ def run_settings() -> RunSettings:
     limit = int(state("sidebar.max_concurrency", runtime().default_settings.max_concurrency))
     timeout = float(state("sidebar.crew_timeout", 0.0)) or None
     cache = bool(state("sidebar.response_cache", False))
-    return RunSettings(
-        llm=llm_settings(), max_concurrency=limit, crew_timeout_s=timeout, response_cache=cache
-    )
+    llm = replace(llm_settings(), stream=bool(state("sidebar.stream", True)))
+    return RunSettings(llm=llm, max_concurrency=limit, crew_timeout_s=timeout, response_cache=cache)
 
 
 def _on_provider_change() -> None:
@@ -271,6 +271,13 @@ def render_sidebar() -> None:
                     help="Kept in this browser session's memory only; leave empty to "
                     "use the server's environment or secrets.toml.",
                 )
+        state("sidebar.stream", defaults.llm.stream)
+        st.toggle(
+            "Stream answers",
+            key="sidebar.stream",
+            help="Each crew's answer appears as the model writes it, with its time to first "
+            "token (TTFT). Off: answers arrive whole when a call ends.",
+        )
         state("sidebar.temperature", 0.7)
         st.slider("Temperature", 0.0, 2.0, step=0.1, key="sidebar.temperature")
         state("sidebar.max_tokens", 0)

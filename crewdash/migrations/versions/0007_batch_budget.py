@@ -1,14 +1,14 @@
 """Each batch's budget (USD or tokens), so the history and other servers show the spend against it.
 
 Revision ID: 0007
-Revises: 0008 (the lead re-chains this one if other branches add more)
+Revises: 0006 (the lead re-chains this one if other branches add more)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0008"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
