@@ -51,7 +51,7 @@ DEFAULT_OUTPUT_SHARE = 0.5  # before any answer is seen: an answer half the prom
 # Waiting calls are released this long after the window frees (seconds: base + share of the
 # window, times 1..2 at random), so they are spread out and reach the provider after its window
 # moved too (its clock reads our request a few ms later than we stamped it).
-JITTER_BASE_S = 0.01
+JITTER_BASE_S = 0.05
 JITTER_SHARE = 0.01
 # Limits unknown (no settings, no answer yet): one call goes first and the others wait for its
 # answer's headers, at most this long, instead of all bursting into 429s.
@@ -558,7 +558,13 @@ class Governor:
         # `remaining` and `reset` of a 200 are not turned into pauses: they describe the
         # provider's window when it answered (ours already paced this key into it), and pausing
         # on them held every call for a whole quantum (measured: 1.44x the bound instead of ~1).
-        if (
+        streamed = "text/event-stream" in response.headers.get("content-type", "")
+        if response.status_code == 200 and isinstance(estimate, Estimate) and streamed:
+            # a stream's usage comes in its last chunk: read it as the caller reads the stream
+            response.stream = _UsageTap(
+                response.stream, lambda usage: self.estimator.learn(estimate, usage)
+            )
+        elif (
             response.status_code == 200
             and isinstance(estimate, Estimate)
             and "json" in response.headers.get("content-type", "")
@@ -603,6 +609,44 @@ class Governor:
             shared=self.shared,
             notes=notes,
         )
+
+
+class _UsageTap(httpx.SyncByteStream):
+    """A streamed answer passed through unchanged; the `usage` of the first SSE chunk that has
+    one (OpenAI's `stream_options.include_usage`: the last before `[DONE]`) goes to `on_usage`."""
+
+    def __init__(self, inner: Any, on_usage: Callable[[Mapping[str, Any]], None]) -> None:
+        self._inner = inner
+        self._on_usage: Callable[[Mapping[str, Any]], None] | None = on_usage
+        self._tail = b""
+
+    def __iter__(self) -> Any:
+        # The OpenAI SDK closes the stream at `[DONE]` without reading on: look as chunks pass.
+        for chunk in self._inner:
+            if self._on_usage is not None:
+                self._tail = (self._tail + chunk)[-8192:]
+                if b'"usage"' in self._tail:
+                    self._look()
+            yield chunk
+
+    def _look(self) -> None:
+        lines = self._tail.split(b"\n")
+        for line in lines[:-1]:  # complete lines only
+            if line.startswith(b"data: {") and b'"usage"' in line:
+                try:
+                    usage = json.loads(line[6:]).get("usage")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(usage, dict) and self._on_usage is not None:
+                    self._on_usage(usage)
+                    self._on_usage = None
+                    return
+        self._tail = lines[-1]
+
+    def close(self) -> None:
+        close = getattr(self._inner, "close", None)
+        if callable(close):
+            close()
 
 
 def _json_body(request: httpx.Request) -> dict[str, Any]:
