@@ -15,6 +15,8 @@ run_context.install()  # the run's model and output folder per crew (imports pai
 
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState, Span, TokenUsage
 from crewdash.blueprints import Blueprint, list_blueprints, load_blueprint
+from crewdash.budget import Budget
+from crewdash.demo_limits import ProviderLimits
 from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from crewdash.errors import (
     BlueprintError,
@@ -33,12 +35,14 @@ __all__ = [
     "BatchSnapshot",
     "Blueprint",
     "BlueprintError",
+    "Budget",
     "CrewSnapshot",
     "CrewState",
     "CrewdashError",
     "DemoLLMServer",
     "LLMSettings",
     "LatencyProfile",
+    "ProviderLimits",
     "RunSettings",
     "Runner",
     "Runtime",

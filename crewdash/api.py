@@ -32,6 +32,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from crewdash.batch import BatchSnapshot
 from crewdash.blueprints import describe_blueprints, list_blueprints
+from crewdash.budget import Budget
 from crewdash.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS, outputs_dir
 from crewdash.errors import BatchElsewhereError, CrewdashError, TopicError, UnknownBatchError
 from crewdash.experiment_api import router as experiment_router
@@ -122,6 +123,16 @@ class BatchRequest(BaseModel):
         default=None,
         description="The input each topic fills (default: `topic`, else the only input).",
     )
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="Stop starting crews before the batch would spend more (needs a priced model; "
+        "the rest end budget_exceeded). At most one of budget_usd and budget_tokens.",
+    )
+    budget_tokens: int | None = Field(
+        default=None, gt=0, le=10**12, description="The same budget in tokens."
+    )
     stream: bool | None = Field(
         default=None,
         description="Stream each answer (TTFT, `chunk` events); default: the server's setting.",
@@ -137,6 +148,12 @@ class BatchRequest(BaseModel):
         if value not in known:
             raise ValueError(f"no blueprint named {value!r}; choose one of {', '.join(known)}")
         return value
+
+
+def _budget(body: BaseModel) -> Budget | None:
+    """The request's budget; both kinds at once is a `SettingsError` (a 400)."""
+    usd, tokens = getattr(body, "budget_usd", None), getattr(body, "budget_tokens", None)
+    return None if usd is None and tokens is None else Budget(usd=usd, tokens=tokens)
 
 
 class BatchAccepted(BaseModel):
@@ -371,6 +388,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
             llm=llm,
             max_concurrency=limit,
             crew_timeout_s=getattr(body, "crew_timeout_s", None),
+            budget=_budget(body),
             response_cache=getattr(body, "cache", False),
         )
         blueprint = getattr(body, "blueprint", DEFAULT_BLUEPRINT)

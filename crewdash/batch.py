@@ -25,6 +25,7 @@ class CrewState(StrEnum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
     INTERRUPTED = "interrupted"  # the process died first; set when the store reopens
+    BUDGET_EXCEEDED = "budget_exceeded"  # not started: the batch's budget would be passed
 
     @property
     def final(self) -> bool:
@@ -202,6 +203,8 @@ class BatchSnapshot:
     notes: tuple[str, ...] = ()
     model: str = ""  # the model's name, for pricing
     kind: str = "yaml"  # the blueprint's kind: yaml, crew, json_crew, flow or flow_yaml
+    budget_usd: float | None = None  # the batch's budget (crewdash.budget), if it has one
+    budget_tokens: int | None = None
 
     @property
     def done(self) -> bool:
@@ -258,6 +261,8 @@ class Batch:
         model: str = "",
         inputs: Sequence[Mapping[str, str]] | None = None,
         kind: str = "yaml",
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
     ) -> None:
         now = time.time()
         ids = run_ids or [f"{batch_id}-{i}" for i in range(len(topics))]
@@ -288,6 +293,8 @@ class Batch:
             notes=tuple(notes),
             model=model,
             kind=kind,
+            budget_usd=budget_usd,
+            budget_tokens=budget_tokens,
         )
 
     @property

@@ -23,6 +23,7 @@ STATE_COLORS = {
     CrewState.CANCELLED: "#6b7280",
     CrewState.TIMED_OUT: "#ea580c",
     CrewState.INTERRUPTED: "#a16207",
+    CrewState.BUDGET_EXCEEDED: "#9333ea",
 }
 # Drawn in this order, widest first: a Flow step holds tasks, a task holds its LLM calls.
 SPAN_COLORS = {
@@ -31,6 +32,7 @@ SPAN_COLORS = {
     "llm": "#f59e0b",
     "tool": "#8b5cf6",
     "retry": "#dc2626",
+    "governor": "#f472b6",
     "cache": "#16a34a",
 }
 SPAN_NAMES = {
@@ -39,6 +41,7 @@ SPAN_NAMES = {
     "llm": "LLM call",
     "tool": "tool use",
     "retry": "retry wait",
+    "governor": "rate governor wait",
     "cache": "cached answer",
 }
 SPAN_WIDTHS = {"step": 0.65, "task": 0.5}

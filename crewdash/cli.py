@@ -31,11 +31,14 @@ from crewdash.batch import BatchSnapshot
 from crewdash.bench import MAX_N, check_n, parse_strategies, run_sweep
 from crewdash.bench_report import STRATEGY_INFO, BenchReport
 from crewdash.blueprints import describe_blueprints, load_blueprint
+from crewdash.budget import Budget, estimate_batch
 from crewdash.config import DEFAULT_BLUEPRINT, DEFAULT_OPENAI_MODEL, outputs_dir
+from crewdash.demo_limits import ProviderLimits
 from crewdash.demo_llm import PROFILE_KINDS, DemoLLMServer, LatencyProfile, ProfileKind
 from crewdash.errors import CrewdashError, SettingsError
 from crewdash.execution import Backend
 from crewdash.experiment_cli import add_parser as add_experiment_parser
+from crewdash.governor_bench import run_limits_bench
 from crewdash.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.resume import add_command as add_resume_command
 from crewdash.runner import RunSettings
@@ -86,11 +89,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     inputs = parse_inputs(args.input)
     blueprint = load_blueprint(args.blueprint)  # a broken blueprint fails before anything starts
     blueprint.inputs_for(topics.items[0], inputs, args.fan_out)
-    settings = RunSettings(llm=default_llm_settings(), max_concurrency=args.max_concurrency)
+    budget = (
+        Budget(usd=args.budget_usd, tokens=args.budget_tokens)
+        if args.budget_usd is not None or args.budget_tokens is not None
+        else None
+    )
+    llm = default_llm_settings()
+    if args.rate_limits:
+        limits = ProviderLimits.parse(args.rate_limits)
+        llm = replace(llm, requests_per_minute=limits.rpm, tokens_per_minute=limits.tpm)
+    if budget is not None:
+        budget.check_price(llm.model)  # a USD budget without a price: nothing starts
+        est = estimate_batch(blueprint, topics.items, llm.model, llm.max_tokens)
+        cost = "no price" if est.cost_usd is None else f"${est.cost_usd:,.4f}"
+        print(
+            f"estimate: {est.calls} calls, {est.tokens:,} tokens, {cost}; "
+            f"budget {budget.describe()}",
+            file=sys.stderr,
+        )
+    settings = RunSettings(llm=llm, max_concurrency=args.max_concurrency, budget=budget)
     profile = _profile(args)
+    demo_limits = ProviderLimits.parse(args.demo_limits) if args.demo_limits else None
     backend = backend_from_env()  # CREWDASH_RUNNER: local or ray
     try:
-        runtime = Runtime(settings, profile, None if args.no_history else Store(), backend=backend)
+        runtime = Runtime(
+            settings,
+            profile,
+            None if args.no_history else Store(),
+            backend=backend,
+            demo_limits=demo_limits,
+        )
     except BaseException:
         backend.close()
         raise
@@ -98,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = RunSettings(
             llm=replace(runtime.default_settings.llm, stream=not args.no_stream),
             max_concurrency=args.max_concurrency,
+            budget=budget,
             response_cache=args.cache,
         )
         if settings.llm.is_demo:
@@ -128,7 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime.close()
     result = summary(snap)
     print(
-        f"{result['succeeded']}/{result['crews']} succeeded · wall {result['wall_s']:.2f} s · "
+        f"{result['succeeded']}/{result['crews']} succeeded"
+        + (f" · {result['budget_exceeded']} over budget" if result["budget_exceeded"] else "")
+        + f" · wall {result['wall_s']:.2f} s · "
         f"slowest crew {result['slowest_crew_s']:.2f} s · sum {result['sum_crew_s']:.2f} s · "
         f"speedup {result['speedup']:.1f}×"
     )
@@ -234,6 +265,33 @@ def cmd_bench_backends(args: argparse.Namespace) -> int:
     return 1 if any(r.failed for r in report.results) else 0
 
 
+def cmd_bench_limits(args: argparse.Namespace) -> int:
+    """The rate governor against emulated provider limits, and retries only, in one run."""
+    report = run_limits_bench(
+        args.n,
+        ProviderLimits.parse(args.limits),
+        args.latency,
+        progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr),
+    )
+    print(f"{report.limits.describe()} · one call {report.latency_s:g} s · N={args.n}")
+    header = (
+        f"{'mode':<14}{'wall s':>8}{'bound s':>9}{'wall/bound':>11}{'calls':>7}{'tokens':>8}"
+        f"{'429s':>6}{'429 %':>7}{'failed':>7}{'waits':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in report.results:
+        print(
+            f"{r.mode:<14}{r.wall_s:>8.2f}{r.bound_s:>9.2f}{r.wall_over_bound:>11.3f}{r.calls:>7}"
+            f"{r.tokens:>8}{r.http_429:>6}{r.http_429_share:>7.1%}{r.failed:>7}"
+            f"{r.governor_waits:>7}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    governed = next((r for r in report.results if r.mode == "governor"), None)
+    return 1 if governed is not None and governed.failed else 0
+
+
 def cmd_bench_stream(args: argparse.Namespace) -> int:
     """`bench --stream` (crewdash/stream_bench.py), hosted profile unless `--profile`."""
     from crewdash.stream_bench import bench_and_report
@@ -254,6 +312,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return cmd_bench_stream(args)
     if args.backends:
         return cmd_bench_backends(args)
+    if args.limits:
+        return cmd_bench_limits(args)
     strategies = parse_strategies(args.strategies)
     ns = [check_n(int(x)) for x in args.sweep.split(",")] if args.sweep else [check_n(args.n)]
     llm = _bench_llm(args, sum(ns) * len(strategies))
@@ -276,7 +336,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_llm(args: argparse.Namespace) -> int:
-    server = DemoLLMServer(_profile(args), port=args.port, host=args.host).start()
+    limits = ProviderLimits.parse(args.limits) if args.limits else None
+    server = DemoLLMServer(_profile(args), port=args.port, host=args.host, limits=limits).start()
     print(f"demo model ({server.profile.describe()}) at {server.base_url}", flush=True)
     try:
         while True:
@@ -314,6 +375,14 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     run.add_argument(
         "--fan-out", metavar="NAME", help="the input each topic fills (default: topic)"
     )
+    run.add_argument("--budget-usd", type=float, help="stop starting crews before this spend")
+    run.add_argument("--budget-tokens", type=int, help="the same budget in tokens")
+    run.add_argument(
+        "--rate-limits", metavar="rpm=N,tpm=N", help="the rate governor's limits (else learned)"
+    )
+    run.add_argument(
+        "--demo-limits", metavar="rpm=N,tpm=N", help="the demo model emulates these limits"
+    )
     run.add_argument("--max-concurrency", type=int, default=100)
     run.add_argument("--json", help="write the figures to this JSON file")
     run.add_argument("--no-history", action="store_true", help="do not record the batch")
@@ -347,6 +416,11 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
         "--ray-workers", type=int, default=2, help="Ray worker processes (with --backends)"
     )
     bench.add_argument(
+        "--limits",
+        help="emulate a provider's limits (rpm=600,tpm=60000): the rate governor against "
+        "retries only, same crews (the research blueprint)",
+    )
+    bench.add_argument(
         "--stream",
         action="store_true",
         help="streaming instead: loop lag, wall streamed vs not, TTFT error at N=1 and --n, "
@@ -360,6 +434,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     demo.add_argument(
         "--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (Ray workers)"
     )
+    demo.add_argument("--limits", metavar="rpm=N,tpm=N", help="emulate a provider's limits")
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
     add_resume_command(sub)

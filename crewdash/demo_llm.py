@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from crewdash.config import DEMO_MODEL_NAME
+from crewdash.demo_limits import LimitEmulator, ProviderLimits
 from crewdash.demo_models import DEMO_MODELS, demo_model, judge_reply, shape_answer
 from crewdash.settings import DemoProfile
 
@@ -331,9 +332,12 @@ def create_app(
     profile: LatencyProfile,
     stats: ServerStats | None = None,
     failures: FailureRates | None = None,
+    limits: ProviderLimits | None = None,
 ) -> FastAPI:
     """The ASGI app: `/v1/chat/completions`, `/v1/models` and `/healthz`."""
     app = FastAPI(title="crewdash demo model", docs_url=None, redoc_url=None)
+    emulator = LimitEmulator(limits) if limits is not None and limits.any else None
+    app.state.limits = emulator
     counters = stats or ServerStats()
     app.state.stats = counters
     inject = failures or FailureRates()
@@ -359,7 +363,7 @@ def create_app(
         return {"object": "list", "data": entries}
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> Response:
+    async def chat(body: ChatRequest, request: Request) -> Response:
         prompt = "\n".join(_message_text(m) for m in body.messages)
         if marker := FAIL_MARKER.search(prompt):
             counters.mark()
@@ -376,6 +380,9 @@ def create_app(
             "completion_tokens": count_tokens(answer),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        key = LimitEmulator.key_of(request.headers.get("authorization"))
+        if emulator is not None and (refused := emulator.refusal(key, usage, _max_tokens(body))):
+            return refused
         speed = demo_model(body.model).speed  # a slower named model waits and writes slower
         ttft, rate = profile.ttft_for(prompt) * speed, profile.rate_for(prompt)
         rate = rate / speed if rate and speed > 0 else rate
@@ -423,7 +430,9 @@ def create_app(
             pace = _Pace(ttft=ttft, rate=rate, fault=broken.group(1) if broken else None)
             counters.record_ttft(completion_id, ttft)
             return StreamingResponse(
-                _paced(counters, pace, chunks, render), media_type="text/event-stream"
+                _paced(counters, pace, chunks, render),
+                media_type="text/event-stream",
+                headers=emulator.headers(key) if emulator else None,
             )
         counters.enter(delay)
         try:
@@ -446,10 +455,17 @@ def create_app(
                     }
                 ],
                 "usage": usage,
-            }
+            },
+            headers=emulator.headers(key) if emulator else None,
         )
 
     return app
+
+
+def _max_tokens(body: ChatRequest) -> int | None:
+    extra = body.model_extra or {}
+    value = extra.get("max_completion_tokens") or extra.get("max_tokens")
+    return value if isinstance(value, int) else None
 
 
 @dataclass(frozen=True)
@@ -578,8 +594,10 @@ class DemoLLMServer:
         port: int = 0,
         failures: FailureRates | None = None,
         host: str = "127.0.0.1",
+        limits: ProviderLimits | None = None,
     ) -> None:
         self.host = host
+        self.limits = limits or ProviderLimits()
         self.profile = profile or LatencyProfile()
         self.failures = failures or FailureRates()
         self.stats = ServerStats()
@@ -587,8 +605,10 @@ class DemoLLMServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.port: int = self._sock.getsockname()[1]
+        app = create_app(self.profile, self.stats, self.failures, self.limits)
+        self.app_limits: LimitEmulator | None = app.state.limits  # its counters, for benchmarks
         config = uvicorn.Config(
-            create_app(self.profile, self.stats, self.failures),
+            app,
             log_level="warning",
             lifespan="off",
             access_log=False,

@@ -253,6 +253,23 @@ def record_retry(batch: Batch, run_id: str, why: str, wait_s: float) -> None:
     batch.note_step(run_id, f"retrying after {why} (in {wait_s:.1f} s)")
 
 
+def record_governor_wait(batch: Batch, run_id: str, waited_s: float) -> None:
+    """A call of this crew held by the rate governor: a span over the wait, drawn like a retry
+    wait (it just ended)."""
+    now = time.time()
+    batch.record_span(
+        run_id,
+        f"governor-{uuid.uuid4().hex[:8]}",
+        lambda s: replace(
+            s,
+            kind="governor",
+            name="waiting for the provider's rate limit",
+            started_at=now - waited_s,
+            finished_at=now,
+        ),
+    )
+
+
 L = TypeVar("L", bound=BaseEventListener)
 _listeners: dict[type, BaseEventListener] = {}
 _listeners_lock = threading.Lock()

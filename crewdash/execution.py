@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from crewdash.batch import Batch, CrewSnapshot, CrewState, TaskResult, TokenUsage
 from crewdash.blueprints import BaseBlueprint
 from crewdash.checkpoints import CheckpointSink, Restore, arm, restore
-from crewdash.events import current_run, event_router, record_retry
+from crewdash.events import current_run, event_router, record_governor_wait, record_retry
 from crewdash.llm import LLMSettings, plain_error
 from crewdash.response_cache import CacheScope, cache_scope, record_cache_hit
 from crewdash.retries import RetryBudget, call_timeout, crew_budget
@@ -201,6 +201,7 @@ def crew_retry_budget(batch: Batch, job: CrewJob) -> RetryBudget:
         job.llm.retry_seconds,
         call_timeout_s=call_timeout(job.llm.timeout_s, job.timeout_s),
         on_retry=partial(record_retry, batch, job.run_id),
+        on_wait=partial(record_governor_wait, batch, job.run_id),
     )
 
 

@@ -21,9 +21,11 @@ from crewdash.config import (
     DEFAULT_OPENAI_MODEL,
     DEMO_MODEL_NAME,
 )
+from crewdash.demo_limits import ProviderLimits
 from crewdash.errors import RetryBudgetSpent, SettingsError, redact
+from crewdash.governor import governor_for
 from crewdash.response_cache import CachingTransport
-from crewdash.retries import ResilientTransport, shared_limiter
+from crewdash.retries import Limiter, ResilientTransport, shared_limiter
 from crewdash.run_context import stream_off
 from crewdash.settings import load_settings
 
@@ -51,6 +53,7 @@ KEY_VARIABLES = {
 }
 OLLAMA_URL = "http://localhost:11434"
 _DEMO_KEY = "crewdash-demo-no-key-needed"
+DEMO_API_KEY = _DEMO_KEY  # the key the demo model is called with (its limits are per key)
 
 
 def _call_timeout() -> float:
@@ -82,6 +85,8 @@ class LLMSettings:
     max_tokens: int | None = None
     timeout_s: float = field(default_factory=_call_timeout)
     requests_per_minute: int | None = None  # shared by all crews on this endpoint
+    tokens_per_minute: int | None = None  # the governor's, with requests_per_minute
+    governor: bool = True  # False: only the fixed requests-per-minute pace and retries
     retry_tries: int = field(default_factory=_retry_tries)
     retry_seconds: float = field(default_factory=_retry_seconds)
     stream: bool = True  # stream answers through CrewAI (TTFT, live text); off: whole answers
@@ -101,6 +106,12 @@ class LLMSettings:
             raise SettingsError("the retry budget must be between 1 and 100 tries")
         if not 0 < self.retry_seconds <= 3600:
             raise SettingsError("the retry budget must be between 0 and 3600 seconds")
+        for name, value in (
+            ("requests", self.requests_per_minute),
+            ("tokens", self.tokens_per_minute),
+        ):
+            if value is not None and value < 1:
+                raise SettingsError(f"the {name} per minute limit must be at least 1 (or unset)")
 
     def with_environment_key(self, env: Mapping[str, str] | None = None) -> LLMSettings:
         """These settings with the provider's key from this process's environment filled in,
@@ -126,13 +137,32 @@ class LLMSettings:
 def default_llm_settings(env: Mapping[str, str] | None = None) -> LLMSettings:
     """The demo model, unless `OPENAI_API_KEY` is set (then OpenAI, `CREWDASH_OPENAI_MODEL`)."""
     settings = load_settings(
-        env, only={"OPENAI_API_KEY", "CREWDASH_OPENAI_MODEL", "OPENAI_BASE_URL"}
+        env,
+        only={
+            "OPENAI_API_KEY",
+            "CREWDASH_OPENAI_MODEL",
+            "OPENAI_BASE_URL",
+            "CREWDASH_RATE_LIMITS",
+            "CREWDASH_GOVERNOR",
+        },
     )
+    try:
+        limits = ProviderLimits.parse(settings.rate_limits)
+    except SettingsError as exc:
+        raise SettingsError(f"CREWDASH_RATE_LIMITS: {exc}") from None
+    governed: dict[str, Any] = {
+        "requests_per_minute": limits.rpm,
+        "tokens_per_minute": limits.tpm,
+        "governor": settings.governor,
+    }
     if settings.openai_api_key:
         return LLMSettings(
-            provider="openai", model=settings.openai_model, base_url=settings.openai_base_url
+            provider="openai",
+            model=settings.openai_model,
+            base_url=settings.openai_base_url,
+            **governed,
         )
-    return LLMSettings()
+    return LLMSettings(**governed)
 
 
 def _provider_key(provider: str, env: Mapping[str, str] | None = None) -> str | None:
@@ -153,17 +183,32 @@ class _SyncClients:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._clients: dict[tuple[str, str, float, int], OpenAI] = {}
+        self._clients: dict[tuple[str, str, float, int, int, bool], OpenAI] = {}
 
-    def get(self, base_url: str, api_key: str, timeout: float, rpm: int | None) -> OpenAI:
+    def get(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float,
+        rpm: int | None,
+        tpm: int | None = None,
+        governed: bool = False,
+    ) -> OpenAI:
         digest = hashlib.sha256(api_key.encode()).hexdigest()  # the key itself is not kept as a key
-        key = (base_url, digest, timeout, rpm or 0)
+        key = (base_url, digest, timeout, rpm or 0, tpm or 0, governed)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
                 # Retries live in the transport (tenacity, visible in the timeline), so the SDK's
-                # own retries are off; the rate limit is shared by everything on this endpoint.
-                transport = ResilientTransport(limiter=shared_limiter(base_url, rpm))
+                # own retries are off; the rate limit is shared by everything on this endpoint
+                # (the governor: by everything on this endpoint and key, across processes too;
+                # a cached answer never reaches it).
+                limiter: Limiter | None = (
+                    governor_for(base_url, api_key, rpm, tpm, _redis_url())
+                    if governed
+                    else shared_limiter(base_url, rpm)
+                )
+                transport = ResilientTransport(limiter=limiter)
                 cached = CachingTransport(transport)  # a no-op unless the crew opted in
                 client = OpenAI(
                     api_key=api_key,
@@ -194,8 +239,19 @@ def set_sync_client(llm: LLM, client: OpenAI) -> None:
     setattr(llm, _CREWAI_CLIENT_SLOT, client)
 
 
+def _redis_url() -> str | None:
+    return load_settings(only={"REDIS_URL"}).redis_url
+
+
 def _openai_llm(
-    model: str, base_url: str | None, api_key: str | None, rpm: int | None = None, **kwargs: Any
+    model: str,
+    base_url: str | None,
+    api_key: str | None,
+    rpm: int | None = None,
+    *,
+    tpm: int | None = None,
+    governed: bool = False,
+    **kwargs: Any,
 ) -> LLM:
     if not api_key:
         raise SettingsError("this provider needs an API key")
@@ -205,13 +261,15 @@ def _openai_llm(
     llm = LLM(model=f"openai/{model}", base_url=url, max_retries=0, **kwargs)
     llm.api_key = api_key
     if sync_client_slot(llm) == (True, None):
-        set_sync_client(llm, _shared.get(url, api_key, float(kwargs.get("timeout") or 600), rpm))
+        timeout = float(kwargs.get("timeout") or 600)
+        set_sync_client(llm, _shared.get(url, api_key, timeout, rpm, tpm, governed))
     return llm
 
 
 def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
     """A new CrewAI `LLM` for one crew (clients are not shared between crews)."""
     kwargs: dict[str, Any] = {"timeout": settings.timeout_s}
+    limits: dict[str, Any] = {"tpm": settings.tokens_per_minute, "governed": settings.governor}
     if settings.stream and not stream_off.get():
         kwargs["stream"] = True
     if settings.temperature is not None:
@@ -223,7 +281,12 @@ def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
         if not demo_base_url:
             raise SettingsError("the demo model is not running")
         return _openai_llm(
-            settings.model, demo_base_url, _DEMO_KEY, settings.requests_per_minute, **kwargs
+            settings.model,
+            demo_base_url,
+            _DEMO_KEY,
+            settings.requests_per_minute,
+            **limits,
+            **kwargs,
         )
     if settings.provider == "openai_compatible":
         return _openai_llm(
@@ -231,6 +294,7 @@ def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
             settings.base_url,
             settings.api_key or "not-needed",
             settings.requests_per_minute,
+            **limits,
             **kwargs,
         )
     if settings.provider == "ollama":
@@ -248,6 +312,7 @@ def build_llm(settings: LLMSettings, demo_base_url: str | None = None) -> LLM:
         settings.base_url,
         settings.api_key or _provider_key("openai"),
         settings.requests_per_minute,
+        **limits,
         **kwargs,
     )
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from tenacity import (
@@ -41,6 +41,21 @@ MAX_RETRY_AFTER_S = 60.0
 CALL_TIMEOUT_SHARE = 1 / 3
 
 RetryHook = Callable[[str, float], None]  # (why, seconds to wait) before each retry
+WaitHook = Callable[[float], None]  # seconds a call just waited for the rate limit / governor
+
+
+class Limiter(Protocol):
+    """What the transport asks before each attempt and tells after it (`RateLimiter`, or the
+    rate governor of `crewdash.governor`)."""
+
+    def acquire(self, request: httpx.Request) -> float:
+        """Wait until `request` may go; the seconds waited."""
+        ...
+
+    def settle(self, request: httpx.Request, response: httpx.Response | None) -> None:
+        """Learn from the answer (its headers; its body when already read); None: the attempt
+        got no answer."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ class RetryBudget:
         call_timeout_s: float | None = None,
         on_retry: RetryHook | None = None,
         per_crew: bool = True,
+        on_wait: WaitHook | None = None,
     ) -> None:
         if tries < 1 or seconds <= 0:
             raise ValueError("a retry budget needs at least 1 try and more than 0 seconds")
@@ -73,6 +89,7 @@ class RetryBudget:
         self.seconds = seconds
         self.call_timeout_s = call_timeout_s
         self.on_retry = on_retry
+        self.on_wait = on_wait
         self.per_crew = per_crew
         self.failures = 0
         self.spent_s = 0.0
@@ -138,7 +155,7 @@ class RateLimiter:
         self._next = 0.0
         self._lock = threading.Lock()
 
-    def acquire(self) -> float:
+    def acquire(self, request: httpx.Request | None = None) -> float:
         """Wait for this caller's turn; returns how long it waited."""
         with self._lock:
             now = time.monotonic()
@@ -148,6 +165,9 @@ class RateLimiter:
         if wait > 0:
             time.sleep(wait)
         return wait
+
+    def settle(self, request: httpx.Request, response: httpx.Response | None) -> None:
+        """A fixed pace learns nothing from answers."""
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -213,7 +233,7 @@ class ResilientTransport(httpx.HTTPTransport):
     rate limit."""
 
     def __init__(
-        self, policy: RetryPolicy | None = None, limiter: RateLimiter | None = None, **kwargs: Any
+        self, policy: RetryPolicy | None = None, limiter: Limiter | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.policy = policy or RetryPolicy()
@@ -241,17 +261,23 @@ class ResilientTransport(httpx.HTTPTransport):
 
         def attempt() -> httpx.Response:
             if self.limiter is not None:
-                self.limiter.acquire()
+                waited = self.limiter.acquire(request)
+                if waited > 0.01 and budget.on_wait is not None:
+                    budget.on_wait(waited)
             started = time.monotonic()
             try:
                 response = super(ResilientTransport, self).handle_request(request)
             except httpx.TransportError as exc:
+                if self.limiter is not None:
+                    self.limiter.settle(request, None)
                 failed[0] = why = _describe(exc, request)
                 budget.fail(time.monotonic() - started, why)
                 raise
             if response.status_code in TRANSIENT_STATUS:
                 response.read()
             failed[0] = _failure(response)
+            if self.limiter is not None:
+                self.limiter.settle(request, response)
             if failed[0] is not None:
                 budget.fail(time.monotonic() - started, failed[0])
             return response

@@ -28,6 +28,7 @@ from crewai.events import crewai_event_bus
 from crewdash.admission import Admission, Ticket
 from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState
 from crewdash.blueprints import BaseBlueprint, load_blueprint
+from crewdash.budget import BatchEstimate, Budget, estimate_batch, over_budget
 from crewdash.checkpoints import CheckpointSink, Restore, discard, record_batch
 from crewdash.config import DEFAULT_MAX_CONCURRENCY, outputs_dir
 from crewdash.errors import (
@@ -60,6 +61,7 @@ class RunSettings:
     llm: LLMSettings = field(default_factory=LLMSettings)
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     crew_timeout_s: float | None = None  # None: no limit beyond the LLM's own timeout
+    budget: Budget | None = None  # past it, no more crews start (budget_exceeded)
     response_cache: bool = False  # answer identical model calls from the history database
 
     def __post_init__(self) -> None:
@@ -116,6 +118,9 @@ class Runner:
         self.store = store
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._cancelled: set[str] = set()  # touched on the loop thread only
+        # per batch with a budget: its estimate and the crews the budget let start (loop only)
+        self._budgets: dict[str, tuple[BatchEstimate, set[str]]] = {}
+        self._over_budget: dict[str, str] = {}  # batch id -> why its crews stopped starting
         self._shutting_down = False
         self._batches: OrderedDict[str, Batch] = OrderedDict()
         self._futures: dict[str, Future[None]] = {}
@@ -188,6 +193,8 @@ class Runner:
         the batch's `settings.max_concurrency`; returns the batch id at once."""
         if not plans:
             raise SettingsError("a batch needs at least one topic")
+        if settings.budget is not None:  # a USD budget without a price is refused here
+            settings.budget.check_price(settings.llm.model if model is None else model)
         if self._shutting_down or self._loop.is_closed() or not self._thread.is_alive():
             raise ShuttingDownError("the server is shutting down; try again in a moment")
         batch_id = uuid.uuid4().hex[:12]
@@ -201,6 +208,8 @@ class Runner:
             model=settings.llm.model if model is None else model,
             inputs=[p.inputs for p in plans],
             kind=kind,
+            budget_usd=settings.budget.usd if settings.budget else None,
+            budget_tokens=settings.budget.tokens if settings.budget else None,
         )
         if self.store is not None:
             self.store.create_batch(batch.snapshot(), source)  # before any crew can finish
@@ -279,6 +288,14 @@ class Runner:
     ) -> None:
         tasks: list[asyncio.Task[None]] = []
         limit = min(settings.max_concurrency, self.max_concurrency)
+        if settings.budget is not None:
+            estimate = estimate_batch(
+                plans[0].blueprint,
+                [p.topic for p in plans],
+                batch.snapshot().model,
+                settings.llm.max_tokens,
+            )
+            self._budgets[batch.batch_id] = (estimate, set())
         runs = [
             (run_id, plan)
             for run_id, plan in zip(batch.run_ids, plans, strict=True)
@@ -318,6 +335,8 @@ class Runner:
                 if not crew.state.final:
                     await asyncio.shield(self._finish(batch, self._stopped(batch, crew.run_id)))
             self._tasks.pop(batch.batch_id, None)
+            self._budgets.pop(batch.batch_id, None)
+            self._over_budget.pop(batch.batch_id, None)
             self._resumable.discard(batch.batch_id)
             self._cancelled.difference_update({batch.batch_id, *batch.run_ids})
             # here, not after: when close() cancels this task its crews end, so the batch does
@@ -458,8 +477,11 @@ class Runner:
         try:
             async with self._admission.slot(ticket):
                 try:
-                    job = self._job(batch.batch_id, run_id, blueprint, topic, inputs, settings)
-                    ended = await self.backend.run(batch, job, started)
+                    if (stop := self._budget_stop(batch, run_id, settings)) is not None:
+                        ended = batch.ending(run_id, CrewState.BUDGET_EXCEEDED, error=stop)
+                    else:
+                        job = self._job(batch.batch_id, run_id, blueprint, topic, inputs, settings)
+                        ended = await self.backend.run(batch, job, started)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - e.g. a backend that lost its worker
@@ -473,6 +495,22 @@ class Runner:
         # shielded: a cancel arriving during the store write must not turn this ending into
         # "cancelled" (the result is already decided) nor race a second write of the crew
         await asyncio.shield(self._finish(batch, ended))
+
+    def _budget_stop(self, batch: Batch, run_id: str, settings: RunSettings) -> str | None:
+        """Why this crew may not start under the batch's budget (once one may not, none after
+        it may: spend only grows), or None; a crew let through is counted as running."""
+        held = self._budgets.get(batch.batch_id)
+        if settings.budget is None or held is None:
+            return None
+        if batch.batch_id in self._over_budget:
+            return self._over_budget[batch.batch_id]
+        estimate, admitted = held
+        why = over_budget(settings.budget, batch.snapshot(), estimate, admitted)
+        if why is None:
+            admitted.add(run_id)
+        else:
+            self._over_budget[batch.batch_id] = why
+        return why
 
     def _stopped(self, batch: Batch, run_id: str) -> CrewSnapshot:
         """The ending of a crew stopped from outside: cancelled, or interrupted by shutdown."""

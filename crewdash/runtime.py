@@ -19,6 +19,7 @@ from crewdash.config import (
     quiet_crewai_logs,
     silence_telemetry,
 )
+from crewdash.demo_limits import ProviderLimits
 from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
 from crewdash.errors import SettingsError, UnknownBatchError, describe_error
 from crewdash.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
@@ -176,13 +177,15 @@ class Runtime:
         demo_failures: FailureRates | None = None,
         backend: Backend | None = None,
         liveness: Liveness | None = None,
+        demo_limits: ProviderLimits | None = None,
     ) -> None:
         self.default_settings = default_settings
         self.demo_profile = demo_profile
         self.store = store
         self.liveness = liveness or liveness_from_env()
         self.demo_failures = demo_failures or FailureRates()
-        self._demos: dict[tuple[LatencyProfile, FailureRates], DemoLLMServer] = {}
+        self.demo_limits = demo_limits or ProviderLimits()
+        self._demos: dict[tuple[LatencyProfile, FailureRates, ProviderLimits], DemoLLMServer] = {}
         self._demo_lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
         self.auto_resumed: list[str] = []  # what CREWDASH_AUTO_RESUME resumed at start, said
@@ -227,6 +230,10 @@ class Runtime:
             failures = FailureRates.parse(every.demo_failures, profile.seed)
         except ValueError as exc:
             raise SettingsError(f"CREWDASH_DEMO_FAILURES: {exc}") from None
+        try:
+            limits = ProviderLimits.parse(every.demo_limits)
+        except SettingsError as exc:
+            raise SettingsError(f"CREWDASH_DEMO_LIMITS: {exc}") from None
         check_prices_file(env)
         backend = backend_from_env(env)  # first: a wrong cluster address fails before anything
         try:
@@ -235,7 +242,7 @@ class Runtime:
             backend.close()
             raise
         # closes both on failure
-        runtime = cls(settings, profile, store, failures, backend, liveness)
+        runtime = cls(settings, profile, store, failures, backend, liveness, limits)
         if every.auto_resume:
             runtime.resume_interrupted()
         return runtime
@@ -263,17 +270,24 @@ class Runtime:
     @property
     def demo(self) -> DemoLLMServer | None:
         """The default demo model server, if it has started."""
-        return self._demos.get((self.demo_profile, self.demo_failures))
+        return self._demos.get((self.demo_profile, self.demo_failures, self.demo_limits))
 
     def demo_base_url(
-        self, profile: LatencyProfile | None = None, failures: FailureRates | None = None
+        self,
+        profile: LatencyProfile | None = None,
+        failures: FailureRates | None = None,
+        limits: ProviderLimits | None = None,
     ) -> str:
         """The URL of a demo model with this behaviour (the defaults if not given), started on
         first use: one small server per behaviour, so sessions can pick their own."""
-        key = (profile or self.demo_profile, failures or self.demo_failures)
+        key = (
+            profile or self.demo_profile,
+            failures or self.demo_failures,
+            limits or self.demo_limits,
+        )
         with self._demo_lock:
             if key not in self._demos:
-                self._demos[key] = DemoLLMServer(key[0], failures=key[1]).start()
+                self._demos[key] = DemoLLMServer(key[0], failures=key[1], limits=key[2]).start()
             return self._demos[key].base_url
 
     def close_at_exit(self) -> None:

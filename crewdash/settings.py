@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         None,
         repr=False,
         alias="REDIS_URL",
-        description="when set, CrewAI's own Redis locks are used instead of crewdash's file locks",
+        description="Redis for CrewAI's locks and the shared rate governor windows",
         json_schema_extra={"readme_default": "unset"},
     )
     password: SecretStr | None = Field(
@@ -153,6 +153,19 @@ class Settings(BaseSettings):
         description="seconds a crew run may spend failing and waiting",
     )
 
+    rate_limits: str = Field(
+        "",
+        alias="CREWDASH_RATE_LIMITS",
+        description="the governor's limits for the default provider, e.g. rpm=500,tpm=200000",
+        json_schema_extra={"readme_default": "learned from the provider's headers"},
+    )
+    governor: bool = Field(
+        True,
+        alias="CREWDASH_GOVERNOR",
+        description="pace calls per endpoint and key under the provider's limits",
+        json_schema_extra={"readme_default": "on"},
+    )
+
     # Runner
     max_concurrency: int = Field(
         32,
@@ -222,6 +235,12 @@ class Settings(BaseSettings):
         alias="CREWDASH_DEMO_FAILURES",
         description="injected demo failures, e.g. 429=0.05",
         json_schema_extra={"readme_default": "none"},
+    )
+    demo_limits: str = Field(
+        "",
+        alias="CREWDASH_DEMO_LIMITS",
+        description="the demo's emulated provider limits, e.g. rpm=600,tpm=60000",
+        json_schema_extra={"readme_default": "off"},
     )
 
     @classmethod

@@ -27,6 +27,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
+    BigInteger,
     Float,
     ForeignKey,
     Integer,
@@ -89,6 +90,8 @@ class BatchRow(Base):
     owner: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(20), default="page")
     kind: Mapped[str] = mapped_column(String(20), default="yaml")
+    budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    budget_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class CrewRow(Base):
@@ -264,6 +267,8 @@ class Store:
                     owner=self.owner_id,
                     source=source,
                     kind=snap.kind,
+                    budget_usd=snap.budget_usd,
+                    budget_tokens=snap.budget_tokens,
                 )
             )
             session.add_all(_crew_row(snap.batch_id, c) for c in snap.crews)
@@ -451,6 +456,8 @@ class Store:
             model=batch.model,
             kind=batch.kind,
             crews=tuple(crews),
+            budget_usd=batch.budget_usd,
+            budget_tokens=batch.budget_tokens,
         )
 
     def refresh(self, snap: BatchSnapshot) -> BatchSnapshot:

@@ -176,6 +176,8 @@ class BatchDetail(WireModel):
     speedup: float
     tokens: Tokens
     cost_usd: float | None
+    budget_usd: float | None = Field(None, description="the batch's budget in USD, if any")
+    budget_tokens: int | None = Field(None, description="the batch's budget in tokens, if any")
 
     @classmethod
     def from_snapshot(cls, snap: BatchSnapshot) -> BatchDetail:
@@ -197,6 +199,8 @@ class BatchDetail(WireModel):
             speedup=snap.speedup,
             tokens=Tokens.from_usage(snap.tokens),
             cost_usd=batch_cost(snap),
+            budget_usd=snap.budget_usd,
+            budget_tokens=snap.budget_tokens,
         )
 
 
@@ -411,6 +415,7 @@ class RunReport(WireModel):
     crews: int
     succeeded: int
     failed: int
+    budget_exceeded: int = Field(0, description="crews not started: the budget would be passed")
     max_concurrency: int
     wall_s: float
     slowest_crew_s: float
@@ -431,6 +436,7 @@ class RunReport(WireModel):
             crews=len(snap.crews),
             succeeded=snap.count(CrewState.SUCCEEDED),
             failed=snap.count(CrewState.FAILED),
+            budget_exceeded=snap.count(CrewState.BUDGET_EXCEEDED),
             max_concurrency=snap.max_concurrency,
             wall_s=round(snap.wall_s, 3),
             slowest_crew_s=round(snap.slowest_crew_s, 3),

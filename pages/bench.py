@@ -9,9 +9,13 @@ import streamlit as st
 from crewdash.bench import MAX_N, check_n, run_and_keep
 from crewdash.bench_report import STRATEGY_INFO, BenchReport, strategy_label
 from crewdash.charts import bench_bar_figure, bench_table, bench_timeline_figure, sweep_figure
+from crewdash.demo_limits import ProviderLimits
 from crewdash.demo_llm import PROFILE_LABELS, LatencyProfile
 from crewdash.errors import CrewdashError
+from crewdash.governor_bench import MAX_N as GOVERNOR_MAX_N
+from crewdash.governor_bench import run_limits_bench
 from crewdash.llm import LLMSettings
+from ui.governor_view import render_limits_report
 from ui.job_view import render_live_job
 from ui.session import require_login, runtime
 
@@ -127,6 +131,38 @@ def render_reports(reports: list[BenchReport], key: str = "live") -> None:
 
 
 job = render_live_job(rt.jobs, st.session_state.get("bench.job_id"), "benchmark", render_reports)
+
+st.subheader("Provider rate limits: the rate governor against retries only")
+st.write(
+    "The same research crews twice, each time against a fresh demo model that emulates a "
+    "provider's requests and tokens per minute: with the rate governor (told nothing: it learns "
+    "the limits from the answers' headers), and with retries only. The bound is the larger of "
+    "calls ÷ RPM and tokens ÷ TPM. `python -m crewdash bench --limits rpm=600,tpm=60000 --n 200` "
+    "does the same from a terminal (figures in bench/governor-200.txt)."
+)
+with st.form("bench.limits_form", border=True):
+    cols = st.columns(4)
+    limits_n = cols[0].number_input("Crews (N)", 1, GOVERNOR_MAX_N, 50, key="bench.limits_n")
+    limits_rpm = cols[1].number_input("RPM", 1, 1_000_000, 600, step=60, key="bench.limits_rpm")
+    limits_tpm = cols[2].number_input(
+        "TPM", 1, 100_000_000, 60_000, step=1000, key="bench.limits_tpm"
+    )
+    limits_latency = cols[3].number_input(
+        "Latency (s)", 0.0, 10.0, 1.0, 0.1, key="bench.limits_latency"
+    )
+    limits_go = st.form_submit_button("Run rate-limit benchmark", icon=":material/speed:")
+if limits_go:
+    try:
+        emulated = ProviderLimits(rpm=int(limits_rpm), tpm=int(limits_tpm))
+        st.session_state["bench.limits_job"] = rt.jobs.start(
+            f"rate limits N={limits_n} ({emulated.describe()})",
+            lambda p: run_limits_bench(int(limits_n), emulated, float(limits_latency), progress=p),
+        )
+    except CrewdashError as exc:
+        st.error(str(exc), icon=":material/error:")
+render_live_job(
+    rt.jobs, st.session_state.get("bench.limits_job"), "rate-limit benchmark", render_limits_report
+)
 
 if rt.store is not None:
     saved = rt.store.list_bench()

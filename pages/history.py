@@ -20,7 +20,12 @@ from ui.session import require_login, run_settings, runtime
 require_login()
 
 STATES = ["all", "running", "succeeded", "failed", "interrupted"]
-RERUN_STATES = {CrewState.FAILED, CrewState.CANCELLED, CrewState.INTERRUPTED}
+RERUN_STATES = {
+    CrewState.FAILED,
+    CrewState.CANCELLED,
+    CrewState.INTERRUPTED,
+    CrewState.BUDGET_EXCEEDED,
+}
 
 rt = runtime()
 st.title("History")

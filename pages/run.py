@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from crewdash.batch import BatchSnapshot, CrewState
@@ -11,9 +13,15 @@ from crewdash.errors import BlueprintError, CrewdashError, UnknownBatchError
 from crewdash.projects import KIND_LABELS
 from crewdash.topics import parse_topics
 from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads
+from ui.governor_view import (
+    budget_choice,
+    render_budget_inputs,
+    render_estimate,
+    render_gauges,
+)
 from ui.polling import poll_until_done
 from ui.resume_view import render_resume
-from ui.session import require_login, run_settings, runtime, state
+from ui.session import llm_settings, require_login, run_settings, runtime, state
 from ui.stream_view import render_live_answers
 
 require_login()
@@ -86,7 +94,18 @@ with st.form("run.form", border=False):
                     key=f"run.input.{name}",
                     help="Required." if needed else "Optional: prefilled with the default.",
                 )
+    render_budget_inputs()
     submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+    # the form sends the topics only when submitted: this button sends them without a Run
+    st.form_submit_button("Estimate cost", icon=":material/calculate:")
+
+if blueprint is not None:
+    try:
+        render_estimate(
+            blueprint, parse_topics(st.session_state.get("run.topics", "")).items, llm_settings()
+        )
+    except CrewdashError:
+        pass  # the topics or the model are reported when Run is pressed
 
 if submitted and blueprint is not None:
     try:
@@ -98,7 +117,7 @@ if submitted and blueprint is not None:
         batch_id = runner.submit(
             blueprint,
             topics.items,
-            run_settings(),
+            replace(run_settings(), budget=budget_choice()),
             notes=topics.notes,
             inputs=extra,
             fan_out=fan_out,
@@ -164,6 +183,7 @@ if batch_id:
         if not snap.done:
             render_cancel(snap)
             render_queue(snap)
+            render_gauges()
             render_live_answers(snap)
         render_batch(snap)
         if snap.done:

@@ -20,6 +20,7 @@ from crewdash.config import outputs_dir
 from crewdash.exports import FORMATS, export
 from crewdash.pricing import batch_cost
 from crewdash.run_context import crew_file
+from ui.governor_view import render_spend
 
 REFRESH_SECONDS = 0.75
 
@@ -27,7 +28,12 @@ REFRESH_SECONDS = 0.75
 def render_headline(snap: BatchSnapshot) -> None:
     done = sum(1 for c in snap.crews if c.state.final)  # every ending, not only success/failure
     always = (CrewState.RUNNING, CrewState.QUEUED, CrewState.FAILED)
-    rest = (CrewState.CANCELLED, CrewState.TIMED_OUT, CrewState.INTERRUPTED)
+    rest = (
+        CrewState.CANCELLED,
+        CrewState.TIMED_OUT,
+        CrewState.INTERRUPTED,
+        CrewState.BUDGET_EXCEEDED,
+    )
     counts = [(state, snap.count(state)) for state in (*always, *rest)]
     cols = st.columns(6)
     cols[0].metric(
@@ -64,6 +70,7 @@ def render_batch(snap: BatchSnapshot) -> None:
         f"Batch `{snap.batch_id}` · blueprint **{snap.blueprint}** · {snap.model_label} · "
         f"up to {snap.max_concurrency} crews at once · {state_word}"
     )
+    render_spend(snap)
     render_headline(snap)
     st.markdown(" · ".join(f"**{snap.count(state)}** {state.value}" for state in CrewState))
     st.dataframe(

@@ -18,6 +18,7 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from crewdash.blueprints import describe_blueprints
 from crewdash.config import DEFAULT_BLUEPRINT
+from crewdash.demo_limits import ProviderLimits
 from crewdash.demo_llm import PROFILE_KINDS, PROFILE_LABELS, FailureRates, LatencyProfile
 from crewdash.errors import CrewdashError, SettingsError
 from crewdash.llm import (
@@ -137,9 +138,12 @@ def llm_settings() -> LLMSettings:
     model = state("sidebar.model", defaults.model) or DEFAULT_MODELS[provider]
     max_tokens = int(state("sidebar.max_tokens", 0)) or None
     temperature = float(state("sidebar.temperature", 0.7))
-    rpm = int(state("sidebar.rpm", 0)) or None
+    rpm = int(state("sidebar.rpm", defaults.requests_per_minute or 0)) or None
+    tpm = int(state("sidebar.tpm", defaults.tokens_per_minute or 0)) or None
+    governor = bool(state("sidebar.governor", defaults.governor))
     if provider == "demo":
-        return replace(_demo_settings(rt, temperature, max_tokens), requests_per_minute=rpm)
+        demo = _demo_settings(rt, temperature, max_tokens)
+        return replace(demo, requests_per_minute=rpm, tokens_per_minute=tpm, governor=governor)
     key = state("sidebar.api_key", "") or _secret(f"{provider.upper()}_API_KEY") or None
     return LLMSettings(
         provider=provider,
@@ -149,6 +153,8 @@ def llm_settings() -> LLMSettings:
         temperature=temperature,
         max_tokens=max_tokens,
         requests_per_minute=rpm,
+        tokens_per_minute=tpm,
+        governor=governor,
     )
 
 
@@ -168,10 +174,14 @@ def _demo_settings(rt: Runtime, temperature: float, max_tokens: int | None) -> L
             / 100,
             seed=rt.demo_failures.seed,
         )
+        limits = ProviderLimits(
+            rpm=int(state("sidebar.demo_rpm", rt.demo_limits.rpm or 0)) or None,
+            tpm=int(state("sidebar.demo_tpm", rt.demo_limits.tpm or 0)) or None,
+        )
     except ValueError as exc:
         raise SettingsError(f"Demo model settings: {exc}") from None
     return LLMSettings(
-        base_url=rt.demo_base_url(profile, failures),
+        base_url=rt.demo_base_url(profile, failures, limits),
         temperature=temperature,
         max_tokens=max_tokens,
     )
@@ -226,6 +236,15 @@ def render_sidebar() -> None:
                 ):
                     state(f"sidebar.fail_{name}", default * 100)
                     st.number_input(label, 0.0, 100.0, step=1.0, key=f"sidebar.fail_{name}")
+            with st.expander("Provider limits (emulated, 0 = off)"):
+                state("sidebar.demo_rpm", rt.demo_limits.rpm or 0)
+                st.number_input(
+                    "Requests per minute", 0, 1_000_000, step=60, key="sidebar.demo_rpm"
+                )
+                state("sidebar.demo_tpm", rt.demo_limits.tpm or 0)
+                st.number_input(
+                    "Tokens per minute", 0, 100_000_000, step=1000, key="sidebar.demo_tpm"
+                )
         else:
             state(
                 "sidebar.model",
@@ -272,8 +291,25 @@ def render_sidebar() -> None:
             100_000,
             step=10,
             key="sidebar.rpm",
-            help="Shared by every crew and batch on the same endpoint in this server "
-            "(OpenAI-compatible providers and the demo).",
+            help="Shared by every crew and batch on the same endpoint and key (OpenAI-compatible "
+            "providers and the demo); with the governor on, 0 means learned from the "
+            "provider's x-ratelimit headers.",
+        )
+        state("sidebar.tpm", defaults.llm.tokens_per_minute or 0)
+        st.number_input(
+            "Tokens per minute (0 = learn or none)",
+            0,
+            100_000_000,
+            step=1000,
+            key="sidebar.tpm",
+            help="The rate governor's tokens limit for this endpoint and key.",
+        )
+        state("sidebar.governor", defaults.llm.governor)
+        st.checkbox(
+            "Rate governor",
+            key="sidebar.governor",
+            help="Send each call when the provider's requests and tokens windows have room "
+            "(estimated before sending) instead of into a 429. Off: a fixed pace and retries.",
         )
         if st.button("Test connection", icon=":material/network_check:", key="sidebar.test"):
             try:
