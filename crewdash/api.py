@@ -43,6 +43,7 @@ from crewdash.runtime import Runtime
 from crewdash.settings import load_settings
 from crewdash.topics import Topics, parse_topics, visible_pattern
 from crewdash.wire import (
+    PROBLEMS,
     BatchDetail,
     BatchSummary,
     BlueprintDescription,
@@ -50,6 +51,7 @@ from crewdash.wire import (
     CrewEvent,
     DoneEvent,
     Health,
+    Problem,
     ResumeRequest,
     ResumeResult,
     WireModel,
@@ -166,18 +168,6 @@ class BatchAccepted(BaseModel):
 class CancelResult(BaseModel):
     batch_id: str
     cancelled: int
-
-
-class Problem(BaseModel):
-    detail: str
-
-
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem},
-    404: {"model": Problem},
-    413: {"model": Problem},
-    422: {"model": Problem},
-}
 
 
 class BodyTooLargeError(HTTPException):

@@ -12,6 +12,7 @@ from crewdash.experiment_exports import export_grid
 from crewdash.experiments import Variant, build_spec
 from crewdash.runtime import Runtime
 from crewdash.wire import (
+    PROBLEMS,
     CellMark,
     ExperimentAccepted,
     ExperimentCell,
@@ -21,7 +22,7 @@ from crewdash.wire import (
     RerunRequest,
 )
 
-router = APIRouter(tags=["experiments"])
+router = APIRouter(tags=["experiments"], responses=PROBLEMS)
 EXPORTS = {"csv": ("text/csv", "csv"), "md": ("text/markdown", "md")}
 
 

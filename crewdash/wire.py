@@ -9,7 +9,7 @@ holds anything else is an error, not silently dropped.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -681,3 +681,18 @@ class CellMark(WireModel):
 class RerunRequest(WireModel):
     variant: str | None = Field(default=None, description="only this variant; all if left out")
     cache: bool = Field(default=True, description="unchanged calls come from the cache")
+
+
+class Problem(BaseModel):
+    """Every error answer of the API: one line a person can act on."""
+
+    detail: str
+
+
+# The error answers every route documents (a route adds 409 where another server may own it).
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem},
+    404: {"model": Problem},
+    413: {"model": Problem},
+    422: {"model": Problem},
+}
