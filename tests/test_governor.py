@@ -151,6 +151,54 @@ def test_with_unknown_limits_one_call_goes_first_and_the_rest_wait_for_its_answe
     assert lost._probe() == ""
 
 
+def _sse_answer(usage: dict[str, int] | None) -> httpx.Response:
+    chunks = [b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n']
+    if usage is not None:
+        chunks.append(b'data: {"choices":[],"usage":' + json.dumps(usage).encode() + b"}\n\n")
+    chunks.append(b"data: [DONE]\n\n")
+    headers = {
+        "content-type": "text/event-stream",
+        "x-ratelimit-limit-requests": "600",
+        "x-ratelimit-limit-tokens": "60000",
+    }
+    return httpx.Response(200, headers=headers, stream=httpx.ByteStream(b"".join(chunks)))
+
+
+def test_a_streamed_first_answer_holds_the_others_until_its_usage_chunk() -> None:
+    """Its headers teach the limits at once, its tokens only at its end: released before that,
+    the others were charged at the blind guess (150 here for a true 110)."""
+    clock = FakeClock()
+    gov = _governor(clock)
+    body = {"model": "unknown-model", "messages": [{"role": "user", "content": "x" * 400}]}
+    first = _request(body)
+    assert gov.acquire(first) == 0  # the probe goes at once
+    answer = _sse_answer({"prompt_tokens": 80, "completion_tokens": 30})
+    gov.settle(first, answer)
+    assert gov.limits == (600, 60_000)  # learned from the headers...
+    assert gov._probe() == "wait"  # ...but the others still wait for the usage
+    assert b'"usage":{' in b"".join(answer.iter_bytes())  # the caller reads the stream
+    assert gov._probe() == ""
+    second = _request(body)
+    gov.acquire(second)
+    assert second.extensions[ESTIMATE_KEY].total == 110  # charged at the true size, not 150
+    # a stream that ends without usage, or is never read to its end, frees them too
+    for ending in ("read", "close", "never"):
+        clock_b = FakeClock()
+        gov_b = _governor(clock_b)
+        probe = _request(body)
+        gov_b.acquire(probe)
+        silent = _sse_answer(None)
+        gov_b.settle(probe, silent)
+        assert gov_b._probe() == "wait"
+        if ending == "read":
+            silent.read()
+        elif ending == "close":
+            silent.close()
+        else:
+            clock_b.now += 31
+        assert gov_b._probe() == "", ending
+
+
 def test_estimates_learn_the_providers_counts_and_the_answer_size() -> None:
     est = TokenEstimator()
     body = {"model": "unknown-model", "messages": [{"role": "user", "content": "x" * 400}]}
