@@ -272,8 +272,10 @@ def cmd_bench_limits(args: argparse.Namespace) -> int:
         ProviderLimits.parse(args.limits),
         args.latency,
         progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr),
+        stream=not args.no_stream,
     )
-    print(f"{report.limits.describe()} · one call {report.latency_s:g} s · N={args.n}")
+    answers = "streamed" if report.stream else "whole answers"
+    print(f"{report.limits.describe()} · one call {report.latency_s:g} s · N={args.n} · {answers}")
     header = (
         f"{'mode':<14}{'wall s':>8}{'bound s':>9}{'wall/bound':>11}{'calls':>7}{'tokens':>8}"
         f"{'429s':>6}{'429 %':>7}{'failed':>7}{'waits':>7}"
@@ -419,6 +421,9 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
         "--limits",
         help="emulate a provider's limits (rpm=600,tpm=60000): the rate governor against "
         "retries only, same crews (the research blueprint)",
+    )
+    bench.add_argument(
+        "--no-stream", action="store_true", help="with --limits: whole answers, not streamed"
     )
     bench.add_argument(
         "--stream",

@@ -49,11 +49,13 @@ class LimitsReport:
     limits: ProviderLimits
     latency_s: float
     results: tuple[LimitsResult, ...]
+    stream: bool = True  # the crews' answers streamed (the default) or whole
 
     def to_json(self) -> dict[str, Any]:
         return {
             "limits": {"rpm": self.limits.rpm, "tpm": self.limits.tpm},
             "latency_s": self.latency_s,
+            "stream": self.stream,
             "results": [asdict(r) for r in self.results],
         }
 
@@ -69,7 +71,12 @@ def bound_seconds(calls: int, tokens: int, limits: ProviderLimits) -> float:
 
 
 def measure_mode(
-    mode: str, n: int, limits: ProviderLimits, latency_s: float, timeout_s: float = 900
+    mode: str,
+    n: int,
+    limits: ProviderLimits,
+    latency_s: float,
+    timeout_s: float = 900,
+    stream: bool = True,
 ) -> LimitsResult:
     """N research crews against a fresh emulated provider, governed or with retries only."""
     if mode not in MODES:
@@ -81,7 +88,7 @@ def measure_mode(
         if mode == "governor":  # told nothing: it learns the limits from the first answer
             governor_for(server.base_url, DEMO_API_KEY, probe=True).reset()
         try:
-            llm = LLMSettings(governor=mode == "governor")
+            llm = LLMSettings(governor=mode == "governor", stream=stream)
             started = time.perf_counter()
             batch_id = runner.submit(
                 builtin_blueprint("research"),
@@ -132,6 +139,7 @@ def run_limits_bench(
     latency_s: float = 1.0,
     modes: Sequence[str] = MODES,
     progress: Progress | None = None,
+    stream: bool = True,
 ) -> LimitsReport:
     """Each mode in turn, in this process, with the same crews and limits."""
     if not 1 <= n <= MAX_N:
@@ -144,5 +152,5 @@ def run_limits_bench(
     for i, mode in enumerate(modes):
         if progress is not None:
             progress(i / len(modes), f"{mode}: {n} crews against {limits.describe()}")
-        results.append(measure_mode(mode, n, limits, latency_s))
-    return LimitsReport(limits, latency_s, tuple(results))
+        results.append(measure_mode(mode, n, limits, latency_s, stream=stream))
+    return LimitsReport(limits, latency_s, tuple(results), stream)

@@ -433,7 +433,7 @@ def test_the_bench_command_compares_the_governor_with_retries_only(tmp_path: Pat
     )
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
-    assert data["limits"] == {"rpm": 600, "tpm": 60000}
+    assert data["limits"] == {"rpm": 600, "tpm": 60000} and data["stream"] is True
     modes = {r["mode"]: r for r in data["results"]}
     assert set(modes) == {"governor", "retries_only"}
     for r in modes.values():
