@@ -208,20 +208,13 @@ def ttft_figure(snap: BatchSnapshot) -> go.Figure:
         customdata=total,
         hovertemplate="%{x}<br>total %{customdata:.2f} s<extra></extra>",
     )
-    fig.update_layout(
-        barmode="stack",
-        height=360,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        yaxis_title="seconds",
-        title="Time to first token vs total latency"
+    _stack_per_crew(
+        fig,
+        labels,
+        "seconds",
+        "Time to first token vs total latency"
         if crews
         else "No streamed answers yet (streaming off, or not started)",
-        xaxis={
-            "categoryorder": "array",
-            "categoryarray": labels,
-            "showticklabels": len(labels) <= 30,
-        },
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
     )
     return fig
 
@@ -249,19 +242,12 @@ def tokens_figure(snap: BatchSnapshot) -> go.Figure:
         hovertemplate="%{x}<br>%{y} completion tokens<br>%{customdata}<extra></extra>",
     )
     total = batch_cost(snap)
-    fig.update_layout(
-        barmode="stack",
-        height=360,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        yaxis_title="tokens",
-        title=f"{snap.tokens.total:,} tokens · "
+    _stack_per_crew(
+        fig,
+        labels,
+        "tokens",
+        f"{snap.tokens.total:,} tokens · "
         + (f"${total:.4f}" if total is not None else f"no price for {snap.model or 'model'}"),
-        xaxis={
-            "categoryorder": "array",
-            "categoryarray": labels,
-            "showticklabels": len(labels) <= 30,
-        },
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
     )
     return fig
 
@@ -409,3 +395,21 @@ def sweep_figure(reports: list[BenchReport]) -> go.Figure:
         yaxis_title="wall time (s)",
     )
     return fig
+
+
+def _stack_per_crew(fig: go.Figure, labels: list[str], unit: str, title: str) -> None:
+    """The layout both stacked per-crew bar charts share: crews in batch order along x, their
+    names shown only while they fit."""
+    fig.update_layout(
+        barmode="stack",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        yaxis_title=unit,
+        title=title,
+        xaxis={
+            "categoryorder": "array",
+            "categoryarray": labels,
+            "showticklabels": len(labels) <= 30,
+        },
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    )

@@ -3,40 +3,19 @@ stop and message, the gauges' data, and the rate-limit benchmark on the Benchmar
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from crewdash.batch import CrewState
+from tests.apptest import quick_demo
+from tests.apptest import start as _start
 from ui.session import runtime
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
 
 
 @pytest.fixture(autouse=True)
 def quick_demo_model() -> Iterator[None]:
-    old = os.environ.get("CREWDASH_DEMO_LATENCY")
-    os.environ["CREWDASH_DEMO_LATENCY"] = "0.2"
-    runtime.clear()
-    yield
-    runtime().close()
-    runtime.clear()
-    if old is None:
-        os.environ.pop("CREWDASH_DEMO_LATENCY", None)
-    else:
-        os.environ["CREWDASH_DEMO_LATENCY"] = old
-
-
-def _start() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.run()
-    assert not at.exception
-    return at
+    yield from quick_demo("0.2")
 
 
 def test_the_estimate_shows_before_run_and_a_budget_stops_the_batch() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import logging
 import os
 import re
 import time
@@ -14,33 +13,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from crewdash.batch import CrewState
+from tests.apptest import APP, quick_demo, start
 from tests.leaks import held, settled
 from ui.session import runtime
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-# Calling the cached runtime from the test thread is "bare mode" for Streamlit; that is expected.
-logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
 
 
 @pytest.fixture(autouse=True)
 def quick_demo_model() -> Iterator[None]:
-    old = os.environ.get("CREWDASH_DEMO_LATENCY")
-    os.environ["CREWDASH_DEMO_LATENCY"] = "0.3"
-    runtime.clear()
-    yield
-    runtime().close()
-    runtime.clear()
-    if old is None:
-        os.environ.pop("CREWDASH_DEMO_LATENCY", None)
-    else:
-        os.environ["CREWDASH_DEMO_LATENCY"] = old
-
-
-def start() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.run()
-    assert not at.exception
-    return at
+    yield from quick_demo("0.3")
 
 
 def run_topics(at: AppTest, text: str) -> AppTest:
