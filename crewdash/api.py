@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from pydantic.json_schema import models_json_schema
 from sse_starlette.sse import EventSourceResponse
 
-from crewdash.batch import BatchSnapshot
+from crewdash.batch import BatchSnapshot, check_batch_id
 from crewdash.blueprints import describe_blueprints, list_blueprints
 from crewdash.budget import Budget
 from crewdash.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS, outputs_dir
@@ -64,7 +64,6 @@ STORED_POLL_S = 0.5  # a batch another server runs: read from the database, chan
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: 100 topics of 300 characters fit many times over
 # The shapes the runner gives ids (`Runner.submit`, `Batch`): anything else is no batch of ours.
-BATCH_ID = re.compile(r"[0-9a-f]{12}")
 RUN_ID = re.compile(r"[0-9a-f]{12}-[0-9]{1,6}")
 
 
@@ -233,12 +232,6 @@ def _problem(exc: HTTPException) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content={"detail": str(exc.detail)})
 
 
-def _check_batch_id(batch_id: str) -> None:
-    """404 for an id the runner could never have given, before it reaches the database."""
-    if not BATCH_ID.fullmatch(batch_id):
-        raise UnknownBatchError(batch_id)
-
-
 def _check_search(search: str | None) -> None:
     if search and any(unicodedata.category(c) == "Cc" for c in search):
         raise HTTPException(422, "search: must not contain control characters")
@@ -362,7 +355,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
     async def snapshot(request: Request, batch_id: str) -> BatchSnapshot:
-        _check_batch_id(batch_id)
+        check_batch_id(batch_id)
         return await asyncio.to_thread(rt(request).snapshot, batch_id)
 
     async def start(
@@ -540,7 +533,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         A batch of a server that has stopped ends at once (its crews as interrupted); one another
         live server runs is a 409: only that server can stop its crews."""
         runtime = rt(request)
-        _check_batch_id(batch_id)
+        check_batch_id(batch_id)
         try:
             cancelled = await asyncio.to_thread(runtime.runner.cancel, batch_id)
             return CancelResult(batch_id=batch_id, cancelled=cancelled)
@@ -571,7 +564,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
         still runs the batch."""
         from crewdash.resume import resume
 
-        _check_batch_id(batch_id)
+        check_batch_id(batch_id)
         body = body or ResumeRequest()
         for run_id in [*(body.run_ids or []), *body.from_start]:
             if not RUN_ID.fullmatch(run_id):
@@ -590,7 +583,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = Runtime.from_env) -> Fas
     async def cancel_crew(request: Request, batch_id: str, run_id: str) -> CancelResult:
         """Cancel one crew; the batch's other crews go on."""
         runtime = rt(request)
-        _check_batch_id(batch_id)
+        check_batch_id(batch_id)
         if not RUN_ID.fullmatch(run_id):
             raise UnknownBatchError(f"{batch_id}/{run_id}")
         try:

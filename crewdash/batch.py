@@ -7,12 +7,15 @@ which take one lock; readers only ever see immutable `BatchSnapshot`s.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
+
+from crewdash.errors import UnknownBatchError
 
 
 class CrewState(StrEnum):
@@ -480,3 +483,13 @@ class Batch:
         if all(c.state.final for c in batch._crews.values()):
             batch._done.set()
         return batch
+
+
+BATCH_ID = re.compile(r"[0-9a-f]{12}")  # what the runner gives: uuid4().hex[:12]
+
+
+def check_batch_id(batch_id: str) -> None:
+    """UnknownBatchError for an id the runner could never have given, before it reaches a
+    database (PostgreSQL refuses a NUL in a query parameter)."""
+    if not BATCH_ID.fullmatch(batch_id):
+        raise UnknownBatchError(batch_id)

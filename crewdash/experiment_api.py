@@ -7,6 +7,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 
+from crewdash.batch import check_batch_id
 from crewdash.errors import UnknownBatchError
 from crewdash.experiment_exports import export_grid
 from crewdash.experiments import Variant, build_spec
@@ -86,7 +87,8 @@ async def list_experiments(request: Request) -> list[ExperimentListItem]:
 async def get_experiment(request: Request, experiment_id: str) -> ExperimentDetail:
     """The grid: every cell (state, latency, tokens, cost, score, answer) and each variant's
     summary; live while it runs."""
-    grid = await asyncio.to_thread(_runtime(request).experiments.grid, experiment_id[:40])
+    check_batch_id(experiment_id)
+    grid = await asyncio.to_thread(_runtime(request).experiments.grid, experiment_id)
     return ExperimentDetail.from_grid(grid)
 
 
@@ -95,7 +97,8 @@ async def export_experiment(
     request: Request, experiment_id: str, format: Literal["csv", "md"] = "csv"
 ) -> Response:
     """The grid as CSV (a row per cell, then a row per variant) or a Markdown report."""
-    grid = await asyncio.to_thread(_runtime(request).experiments.grid, experiment_id[:40])
+    check_batch_id(experiment_id)
+    grid = await asyncio.to_thread(_runtime(request).experiments.grid, experiment_id)
     mime, ext = EXPORTS[format]
     return Response(
         export_grid(grid, format),
@@ -109,9 +112,10 @@ async def mark_cell(
     request: Request, experiment_id: str, index: int, body: CellMark
 ) -> ExperimentCell:
     """Mark one cell good or bad and leave a note (stored)."""
+    check_batch_id(experiment_id)
     experiments = _runtime(request).experiments
-    await asyncio.to_thread(experiments.mark, experiment_id[:40], index, body.mark, body.note)
-    grid = await asyncio.to_thread(experiments.grid, experiment_id[:40])
+    await asyncio.to_thread(experiments.mark, experiment_id, index, body.mark, body.note)
+    grid = await asyncio.to_thread(experiments.grid, experiment_id)
     if not 0 <= index < len(grid.cells):
         raise UnknownBatchError(f"{experiment_id}/{index}")
     return ExperimentCell.from_cell(grid.cells[index])
@@ -125,10 +129,11 @@ async def rerun_experiment(
 ) -> ExperimentAccepted:
     """Run an experiment again, or one variant of it (by default with the response cache on,
     so only changed calls reach the model)."""
+    check_batch_id(experiment_id)
     runtime = _runtime(request)
     new_id = await asyncio.to_thread(
         runtime.experiments.rerun,
-        experiment_id[:40],
+        experiment_id,
         runtime.default_settings.llm,
         body.variant,
         body.cache,

@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from crewdash.cli import main
 from tests.api_server import api_server
+from tests.test_store import POSTGRES_URL
 from ui.session import runtime
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -204,3 +205,23 @@ def test_the_page_refuses_bad_variants_and_starts_good_ones(page_runtime: None) 
     assert not at.exception
     grid = runtime().experiments.wait(experiment_id, 60)
     assert grid.done and {c.state for c in grid.cells} <= {"succeeded", "cancelled"}
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_an_experiment_id_with_a_nul_is_a_404_on_both_databases(
+    tmp_path: Path, database: str
+) -> None:
+    """PostgreSQL refuses a NUL in a query parameter: the id is checked before any query."""
+    env = {"CREWDASH_DEMO_LATENCY": "0.05"}
+    if database == "postgresql":
+        env["DATABASE_URL"] = POSTGRES_URL
+    with api_server(tmp_path, **env) as url, httpx.Client(base_url=url, timeout=30) as client:
+        for method, path, body in [
+            ("GET", "/experiments/%00", None),
+            ("GET", "/experiments/%00/export", None),
+            ("POST", "/experiments/%00/cells/0/mark", {"mark": "good"}),
+            ("POST", "/experiments/ab%09cd/rerun", {}),
+        ]:
+            answer = client.request(method, path, json=body)
+            assert answer.status_code == 404, (path, answer.text)
+            assert "no batch with id" in answer.json()["detail"]
