@@ -1,7 +1,7 @@
-"""`python -m crewdash ...`, the same as the installed `crewdash` command: see crewdash.cli."""
+"""`python -m crewdash ...`, the same as the installed `crewdash` command: see crewdash.cli.main."""
 
 import sys
 
-from crewdash.cli import main
+from crewdash.cli.main import main
 
 sys.exit(main(prog="python -m crewdash"))

@@ -1,6 +1,10 @@
 """The process-wide service: the runner, the demo model (started on demand) and the defaults.
 
-The UI wraps `Runtime.from_env` in `st.cache_resource`; the CLI and tests build their own.
+The composition root: `Runtime.from_env` reads the settings once (`load_settings`), hands typed
+parts of them down (run settings, demo profile, liveness, backend, store URL) and installs them
+for the lower layers' calls that take no argument (`crewdash.base.settings.install_settings`)
+while the runtime lives. The UI wraps `Runtime.from_env` in `st.cache_resource`; the CLI and
+tests build their own.
 """
 
 from __future__ import annotations
@@ -13,45 +17,58 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from crewdash.batch import Batch, BatchSnapshot, CrewSnapshot
-from crewdash.blueprints import builtin_blueprint
-from crewdash.config import (
+from crewdash.base.config import (
     quiet_crewai_logs,
-    silence_telemetry,
 )
-from crewdash.demo_limits import ProviderLimits
-from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
-from crewdash.errors import SettingsError, UnknownBatchError, describe_error
-from crewdash.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
-from crewdash.experiment_runner import Experiments
-from crewdash.experiment_store import StoredResponses
-from crewdash.jobs import JobRunner
-from crewdash.llm import LLMSettings, default_llm_settings
-from crewdash.pricing import check_prices_file
-from crewdash.response_cache import install_store, installed_store
-from crewdash.runner import Runner, RunSettings
-from crewdash.settings import default_of, load_settings
-from crewdash.store import DEFAULT_LEASE_S, Store
+from crewdash.base.errors import SettingsError, UnknownBatchError, describe_error
+from crewdash.base.settings import (
+    Settings,
+    default_of,
+    install_settings,
+    installed_settings,
+    load_settings,
+)
+from crewdash.blueprints.catalog import builtin_blueprint
+from crewdash.demo.profiles import FailureRates, LatencyProfile
+from crewdash.demo.server import DemoLLMServer
+from crewdash.engine.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
+from crewdash.engine.jobs import JobRunner
+from crewdash.engine.plans import RunSettings
+from crewdash.engine.resume import auto_resume
+from crewdash.engine.runner import Runner
+from crewdash.experiments.runner import Experiments
+from crewdash.experiments.store import StoredResponses
+from crewdash.model.batch import Batch, BatchSnapshot, CrewSnapshot
+from crewdash.model.people import TeamPolicy
+from crewdash.model.pricing import check_prices_file
+from crewdash.providers.limits import ProviderLimits
+from crewdash.providers.llm import LLMSettings, default_llm_settings
+from crewdash.providers.response_cache import install_store, installed_store
+from crewdash.store.history import Store
+from crewdash.store.owners import DEFAULT_LEASE_S
 
-silence_telemetry()
 quiet_crewai_logs()
 log = logging.getLogger(__name__)
 
 
 def demo_profile_from_env(env: Mapping[str, str] | None = None) -> LatencyProfile:
-    """`CREWDASH_DEMO_PROFILE` (fixed|hosted|slow), `CREWDASH_DEMO_LATENCY`, `CREWDASH_DEMO_SEED`.
-
-    A latency given alone means a fixed profile.
-    """
-    settings = load_settings(
-        env,
-        only={
-            "CREWDASH_DEMO_LATENCY",
-            "CREWDASH_DEMO_SEED",
-            "CREWDASH_DEMO_PROFILE",
-            "CREWDASH_DEMO_TOKENS_PER_S",
-        },
+    """`CREWDASH_DEMO_PROFILE` (fixed|hosted|slow), `CREWDASH_DEMO_LATENCY`, `CREWDASH_DEMO_SEED`
+    and `CREWDASH_DEMO_TOKENS_PER_S` of `env` (default: this process's environment)."""
+    return demo_profile_of(
+        load_settings(
+            env,
+            only={
+                "CREWDASH_DEMO_LATENCY",
+                "CREWDASH_DEMO_SEED",
+                "CREWDASH_DEMO_PROFILE",
+                "CREWDASH_DEMO_TOKENS_PER_S",
+            },
+        )
     )
+
+
+def demo_profile_of(settings: Settings) -> LatencyProfile:
+    """The demo model's latency profile; a latency given alone means a fixed profile."""
     latency, seed = settings.demo_latency, settings.demo_seed
     kind = settings.demo_profile or ("hosted" if latency is None else "fixed")
     try:
@@ -70,11 +87,21 @@ def backend_from_env(env: Mapping[str, str] | None = None) -> Backend:
 
     A Ray backend that cannot start raises; it never quietly becomes a local one.
     """
-    if load_settings(env, only={"CREWDASH_RUNNER"}).runner == "local":
-        return LocalBackend()
-    from crewdash.ray_backend import RayBackend, RaySettings
+    settings = load_settings(env, only={"CREWDASH_RUNNER"})
+    if settings.runner == "ray":  # Ray's own variables are read, and checked, for Ray only
+        settings = load_settings(
+            env, only={"CREWDASH_RUNNER", "RAY_ADDRESS", "CREWDASH_RAY_WORKERS"}
+        )
+    return backend_for(settings)
 
-    return RayBackend(RaySettings.from_env(env))
+
+def backend_for(settings: Settings) -> Backend:
+    """The backend `settings.runner` names (see `backend_from_env`)."""
+    if settings.runner == "local":
+        return LocalBackend()
+    from crewdash.engine.backends.ray import RayBackend, RaySettings
+
+    return RayBackend(RaySettings.from_settings(settings))
 
 
 @dataclass(frozen=True)
@@ -98,7 +125,13 @@ class Liveness:
 
 def liveness_from_env(env: Mapping[str, str] | None = None) -> Liveness:
     """`CREWDASH_OWNER_HEARTBEAT_S` (5) and `CREWDASH_OWNER_LEASE_S` (30)."""
-    settings = load_settings(env, only={"CREWDASH_OWNER_HEARTBEAT_S", "CREWDASH_OWNER_LEASE_S"})
+    return liveness_of(
+        load_settings(env, only={"CREWDASH_OWNER_HEARTBEAT_S", "CREWDASH_OWNER_LEASE_S"})
+    )
+
+
+def liveness_of(settings: Settings) -> Liveness:
+    """The heartbeat and lease of `settings`."""
     return Liveness(settings.owner_heartbeat_s, settings.owner_lease_s)
 
 
@@ -167,7 +200,12 @@ def warm_up(runner: Runner, demo_url: str) -> Future[None]:
 
 
 class Runtime:
-    """Everything one process shares between sessions; thread-safe."""
+    """Everything one process shares between sessions; thread-safe.
+
+    `settings`, when given (`from_env` gives what it read), are installed for the lower layers'
+    calls that take no argument while this runtime lives; without them those calls read the
+    environment themselves (`crewdash.base.settings.process_settings`).
+    """
 
     def __init__(
         self,
@@ -178,11 +216,15 @@ class Runtime:
         backend: Backend | None = None,
         liveness: Liveness | None = None,
         demo_limits: ProviderLimits | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.default_settings = default_settings
         self.demo_profile = demo_profile
         self.store = store
-        self.liveness = liveness or liveness_from_env()
+        self.settings = settings
+        self.liveness = liveness or (
+            liveness_of(settings) if settings is not None else liveness_from_env()
+        )
         self.demo_failures = demo_failures or FailureRates()
         self.demo_limits = demo_limits or ProviderLimits()
         self._demos: dict[tuple[LatencyProfile, FailureRates, ProviderLimits], DemoLLMServer] = {}
@@ -190,6 +232,8 @@ class Runtime:
         self._heartbeat: Heartbeat | None = None
         self.auto_resumed: list[str] = []  # what CREWDASH_AUTO_RESUME resumed at start, said
         try:
+            if settings is not None:  # read once, at start: the calls below ask for them
+                install_settings(settings)
             if store is not None:  # alive before the first batch, and the dead ones ended at once
                 store.beat()
                 store.interrupt_orphans(self.liveness.lease_s)
@@ -210,22 +254,38 @@ class Runtime:
             self._abandon(backend)
             raise
 
+    @property
+    def team(self) -> TeamPolicy:
+        """Who may sign in and who is an admin (`CREWDASH_MEMBERS`, `CREWDASH_ADMINS`)."""
+        if self.settings is None:
+            return TeamPolicy()
+        return TeamPolicy.parse(self.settings.admins, self.settings.members)
+
     def _abandon(self, backend: Backend | None) -> None:
         """Undo a start that failed half-way: the runner's thread, the backend, the store."""
         if hasattr(self, "runner"):
             self.close()  # the runner closes the backend
             return
+        self._uninstall()
         if backend is not None:
             backend.close()
         if self.store is not None:
             self.store.close()
 
+    def _uninstall(self) -> None:
+        """Take this runtime's settings back, unless another runtime installed its own since."""
+        if self.settings is not None and installed_settings() is self.settings:
+            install_settings(None)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
+        """A runtime from `env` (default: this process's environment), read once here."""
         every = load_settings(env)  # every variable checked at start, one line for a bad one
-        settings = RunSettings(llm=default_llm_settings(env), max_concurrency=every.max_concurrency)
-        profile = demo_profile_from_env(env)
-        liveness = liveness_from_env(env)
+        defaults = RunSettings(
+            llm=default_llm_settings(every), max_concurrency=every.max_concurrency
+        )
+        profile = demo_profile_of(every)
+        liveness = liveness_of(every)
         try:
             failures = FailureRates.parse(every.demo_failures, profile.seed)
         except ValueError as exc:
@@ -234,23 +294,21 @@ class Runtime:
             limits = ProviderLimits.parse(every.demo_limits)
         except SettingsError as exc:
             raise SettingsError(f"CREWDASH_DEMO_LIMITS: {exc}") from None
-        check_prices_file(env)
-        backend = backend_from_env(env)  # first: a wrong cluster address fails before anything
+        check_prices_file(every.prices_file)
+        backend = backend_for(every)  # first: a wrong cluster address fails before anything
         try:
             store = Store(every.database_url)
         except BaseException:
             backend.close()
             raise
         # closes both on failure
-        runtime = cls(settings, profile, store, failures, backend, liveness, limits)
+        runtime = cls(defaults, profile, store, failures, backend, liveness, limits, every)
         if every.auto_resume:
             runtime.resume_interrupted()
         return runtime
 
     def resume_interrupted(self) -> None:
         """Resume, once, the interrupted crews of batches whose server is gone (and say so)."""
-        from crewdash.resume import auto_resume
-
         self.auto_resumed = [o.describe() for o in auto_resume(self)]
 
     def snapshot(self, batch_id: str) -> BatchSnapshot:
@@ -305,6 +363,7 @@ class Runtime:
 
     def close(self) -> None:
         self.runner.close()
+        self._uninstall()
         if installed_store() is getattr(self, "_responses", None):
             install_store(None)
         if self._heartbeat is not None:

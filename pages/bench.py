@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, cast
 
 import streamlit as st
 
-from crewdash.bench import MAX_N, check_n, run_and_keep
-from crewdash.bench_report import STRATEGY_INFO, BenchReport, strategy_label
-from crewdash.charts import bench_bar_figure, bench_table, bench_timeline_figure, sweep_figure
-from crewdash.demo_limits import ProviderLimits
-from crewdash.demo_llm import PROFILE_LABELS, LatencyProfile
-from crewdash.errors import CrewdashError
-from crewdash.governor_bench import MAX_N as GOVERNOR_MAX_N
-from crewdash.governor_bench import run_limits_bench
-from crewdash.llm import LLMSettings
+from crewdash.base.errors import CrewdashError
+from crewdash.bench.governor import MAX_N as GOVERNOR_MAX_N
+from crewdash.bench.governor import run_limits_bench
+from crewdash.bench.report import STRATEGY_INFO, BenchReport, strategy_label
+from crewdash.bench.strategies import MAX_N, check_n, run_and_keep
+from crewdash.demo.profiles import PROFILE_LABELS, LatencyProfile, ProfileKind
+from crewdash.present.charts import (
+    bench_bar_figure,
+    bench_table,
+    bench_timeline_figure,
+    sweep_figure,
+)
+from crewdash.providers.limits import ProviderLimits
+from crewdash.providers.llm import LLMSettings
 from ui.governor_view import render_limits_report
-from ui.job_view import render_live_job
+from ui.job_view import render_live_job, render_other_jobs, shown_job
 from ui.session import require_login, runtime
+from ui.text import plain
 
 require_login()
 
@@ -35,7 +43,10 @@ with st.form("bench.form", border=True):
     left, right = st.columns(2)
     n = left.number_input("Crews per strategy (N)", 1, MAX_N, 20, key="bench.n")
     profile = left.selectbox(
-        "Latency profile", list(PROFILE_LABELS), format_func=PROFILE_LABELS.get, key="bench.profile"
+        "Latency profile",
+        list(PROFILE_LABELS),
+        format_func=cast(Callable[[Any], str], PROFILE_LABELS.get),
+        key="bench.profile",
     )
     latency = left.number_input("Fixed latency (s)", 0.0, 30.0, 1.0, 0.1, key="bench.latency")
     strategies = right.multiselect(
@@ -51,7 +62,9 @@ with st.form("bench.form", border=True):
     real = rt.default_settings.llm
     use_real = False
     if not real.is_demo:
-        use_real = right.toggle(f"Use {real.label} instead of the demo model", key="bench.real")
+        use_real = right.toggle(
+            f"Use {plain(real.label)} instead of the demo model", key="bench.real"
+        )
     confirm = (
         right.checkbox("I confirm the calls to the real provider", key="bench.confirm")
         if use_real
@@ -71,12 +84,16 @@ if go:
                 f"This benchmark makes about {calls} calls to {real.label}: "
                 "tick the confirmation to run it."
             )
-        lat = LatencyProfile(kind=profile, seconds=latency)
+        lat = LatencyProfile(kind=cast(ProfileKind, profile), seconds=latency)
         title = f"benchmark N={','.join(map(str, ns))} ({len(strategies)} strategies)"
-        job = rt.jobs.start(title, lambda p: run_and_keep(ns, strategies, lat, llm, rt.store, p))
-        st.session_state["bench.job_id"] = job
+        job_id = rt.jobs.start(
+            title,
+            lambda p: run_and_keep(ns, strategies, lat, llm, rt.store, p, p.partial),
+            kind="bench",
+        )
+        st.session_state["bench.job_id"] = job_id
     except CrewdashError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
     except ValueError:
         st.error("Sweep N must be whole numbers separated by commas, e.g. 1, 5, 10, 20.")
 
@@ -98,7 +115,7 @@ def render_reports(reports: list[BenchReport], key: str = "live") -> None:
     )
     if crewdash_row and crewdash_row.loop_lag_ms:
         cols[3].metric("Runner loop lag p99", f"{crewdash_row.loop_lag_ms['p99']:.0f} ms")
-    st.caption(f"N={report.n} · {report.profile} · {report.model}")
+    st.caption(plain(f"N={report.n} · {report.profile} · {report.model}"))
     st.dataframe(bench_table(report), hide_index=True, width="stretch", key=f"{key}-table")
     wall, speedup, timeline, sweep_tab = st.tabs(
         ["Wall time", "Speedup", "Timeline of one strategy", "Sweep"]
@@ -130,7 +147,14 @@ def render_reports(reports: list[BenchReport], key: str = "live") -> None:
             st.caption("Give several N in “Sweep N” to see wall time against N.")
 
 
-job = render_live_job(rt.jobs, st.session_state.get("bench.job_id"), "benchmark", render_reports)
+render_other_jobs(rt.jobs, "bench", "limits")
+job = render_live_job(
+    rt.jobs,
+    shown_job(rt.jobs, "bench", "bench.job_id"),
+    "benchmark",
+    render_reports,
+    lambda reports: render_reports(reports, key="partial"),  # strategies fill in as they end
+)
 
 st.subheader("Provider rate limits: the rate governor against retries only")
 st.write(
@@ -138,7 +162,7 @@ st.write(
     "provider's requests and tokens per minute: with the rate governor (told nothing: it learns "
     "the limits from the answers' headers), and with retries only. The bound is the larger of "
     "calls ÷ RPM and tokens ÷ TPM. `python -m crewdash bench --limits rpm=600,tpm=60000 --n 200` "
-    "does the same from a terminal (figures in bench/governor-200.txt)."
+    "does the same from a terminal (figures in docs/benchmarks/governor-200.txt)."
 )
 with st.form("bench.limits_form", border=True):
     cols = st.columns(4)
@@ -157,11 +181,15 @@ if limits_go:
         st.session_state["bench.limits_job"] = rt.jobs.start(
             f"rate limits N={limits_n} ({emulated.describe()})",
             lambda p: run_limits_bench(int(limits_n), emulated, float(limits_latency), progress=p),
+            kind="limits",
         )
     except CrewdashError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
 render_live_job(
-    rt.jobs, st.session_state.get("bench.limits_job"), "rate-limit benchmark", render_limits_report
+    rt.jobs,
+    shown_job(rt.jobs, "limits", "bench.limits_job"),
+    "rate-limit benchmark",
+    render_limits_report,
 )
 
 if rt.store is not None:

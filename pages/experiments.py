@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import pandas as pd
 import streamlit as st
 
-from crewdash.blueprints import list_blueprints
-from crewdash.demo_models import DEMO_MODELS
-from crewdash.errors import CrewdashError, UnknownBatchError
-from crewdash.experiment_charts import latency_by_variant, score_by_variant
-from crewdash.experiment_exports import cell_text, export_grid
-from crewdash.experiments import MAX_VARIANTS, ExperimentSpec, Grid, build_spec, parse_variant
+from crewdash.base.errors import CrewdashError, UnknownBatchError
+from crewdash.blueprints.catalog import list_blueprints
+from crewdash.demo.models import DEMO_MODELS
+from crewdash.experiments.spec import MAX_VARIANTS, ExperimentSpec, Grid, build_spec, parse_variant
+from crewdash.present.experiment_charts import (
+    best_variants,
+    cell_heatmap,
+    latency_by_variant,
+    score_by_variant,
+)
+from crewdash.present.experiment_exports import cell_text, export_grid
 from ui.batch_view import REFRESH_SECONDS
+from ui.people import person
 from ui.polling import poll_until_done
 from ui.session import llm_settings, require_login, run_settings, runtime, state
+from ui.text import code, plain, render_answer
 
 require_login()
 
@@ -62,7 +72,7 @@ with st.expander("Variants you can name", icon=":material/help:"):
         "Demo models (offline): "
         + "; ".join(f"`{m.name}` ({m.blurb})" for m in DEMO_MODELS.values())
         + ".\n\nBlueprints: "
-        + ", ".join(f"`{b}`" for b in list_blueprints())
+        + ", ".join(code(b) for b in list_blueprints())
     )
 
 with st.form("experiments.form", border=False):
@@ -97,12 +107,12 @@ if submitted:
             cache=bool(st.session_state.get("experiments.cache")),
             max_concurrency=run_settings().max_concurrency,
         )
-        experiment_id = experiments.start(spec, llm_settings())
+        experiment_id = experiments.start(spec, llm_settings(), by=person())
     except CrewdashError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
     else:
         for note in notes:
-            st.info(note, icon=":material/info:")
+            st.info(plain(note), icon=":material/info:")
         open_experiment(experiment_id)
 
 past = experiments.list(50)
@@ -121,34 +131,35 @@ if past:
         "Open an experiment",
         list(labels),
         index=None,
-        format_func=labels.get,
+        format_func=cast(Callable[[Any], str], labels.get),
         placeholder="the history of experiments",
         key="experiments.pick",
         on_change=picked,
     )
 
-experiment_id = st.session_state.get("experiments.id") or st.query_params.get("experiment")
+experiment_id = st.session_state.get("experiments.id") or st.query_params.get("experiment") or ""
 if not experiment_id:
     st.stop()
 
 try:
     first = experiments.grid(experiment_id)
 except UnknownBatchError:
-    st.warning(f"Experiment `{experiment_id}` is not in the history; start a new one above.")
+    st.warning(f"Experiment {code(experiment_id)} is not in the history; start a new one above.")
     st.stop()
 
 
 def grid_table(grid: Grid) -> pd.DataFrame:
-    names = [v.name for v in grid.spec.variants]
+    """The grid for `st.table`, whose cells are Markdown: every text escaped."""
+    names = [plain(v.name) for v in grid.spec.variants]
     rows = []
     for t, topic in enumerate(grid.spec.topics):
-        row = {"topic": topic}
+        row = {"topic": plain(topic)}
         for v, name in enumerate(names):
             cell = grid.cell(t, v)
             text = cell_text(cell)
             if cell.judge in JUDGE_LABELS:
                 text += f" · {JUDGE_LABELS[cell.judge]}"
-            row[name] = text
+            row[name] = plain(text)
         rows.append(row)
     return pd.DataFrame(rows).set_index("topic")
 
@@ -160,8 +171,8 @@ def summary_table(grid: Grid) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "variant": v.name,
-                "model": f"{v.provider}/{v.model}",
+                "variant": plain(v.name),
+                "model": plain(f"{v.provider}/{v.model}"),
                 "success": f"{v.success_rate:.0%}",
                 "median s": n(v.median_latency_s, 2),
                 "p95 s": n(v.p95_latency_s, 2),
@@ -190,6 +201,17 @@ def draw(grid: Grid) -> None:
     )
     st.markdown("**Grid** (state · latency · tokens · cost · score)")
     st.table(grid_table(grid))
+    colour = st.columns(2 if grid.spec.rubric else 1)  # the grid again, each cell coloured
+    colour[0].plotly_chart(cell_heatmap(grid, "latency"), key="experiments.latency_grid")
+    if grid.spec.rubric:
+        colour[1].plotly_chart(cell_heatmap(grid, "score"), key="experiments.score_grid")
+    best = best_variants(grid)
+    if best:
+        st.markdown("**Best variant for each measure**" + (" (so far)" if not grid.done else ""))
+        st.dataframe(  # variant names as typed: plain text
+            pd.DataFrame({"measure": list(best), "best variant": list(best.values())}),
+            hide_index=True,
+        )
     st.markdown("**Summary by variant**")
     st.table(summary_table(grid))
     left, right = st.columns(2)
@@ -200,12 +222,12 @@ def draw(grid: Grid) -> None:
 
 
 spec = first.spec
-st.subheader(f"Experiment `{experiment_id}`")
+st.subheader(f"Experiment {code(experiment_id)}")
 st.caption(
     f"{len(spec.topics)} topics × {len(spec.variants)} variants"
-    + (f" · judged against: {spec.rubric}" if spec.rubric else " · no judge")
+    + (f" · judged against: {plain(spec.rubric)}" if spec.rubric else " · no judge")
     + (" · response cache on" if spec.cache else "")
-    + (f" · re-run of `{spec.rerun_of}`" if spec.rerun_of else "")
+    + (f" · re-run of {code(spec.rerun_of)}" if spec.rerun_of else "")
 )
 if not first.done and experiment_id in rt.runner.batch_ids():
     st.button(
@@ -234,14 +256,14 @@ columns = st.columns(len(spec.variants))
 for v, column in enumerate(columns):
     cell = grid.cell(topic_index, v)
     with column:
-        st.markdown(f"**{cell.variant}**")
-        st.caption(cell_text(cell))
+        st.markdown(f"**{plain(cell.variant)}**")
+        st.caption(plain(cell_text(cell)))
         if cell.reason or cell.judge_error:
-            st.caption(f"Judge: {cell.reason or cell.judge_error}")
+            st.caption(plain(f"Judge: {cell.reason or cell.judge_error}"))
         if cell.answer:
-            st.markdown(cell.answer)
+            render_answer(cell.answer)
         elif cell.error:
-            st.error(cell.error, icon=":material/error:")
+            st.error(plain(cell.error), icon=":material/error:")
         if cell.state in ("queued", "running"):
             continue  # marks are for answers
         with st.form(f"experiments.mark.{experiment_id}.{cell.index}", border=True):
@@ -261,7 +283,7 @@ for v, column in enumerate(columns):
                 try:
                     experiments.mark(experiment_id, cell.index, mark, note)
                 except CrewdashError as exc:
-                    st.error(str(exc), icon=":material/error:")
+                    st.error(plain(exc), icon=":material/error:")
                 else:
                     st.rerun()
 
@@ -288,9 +310,11 @@ only = again[0].selectbox(
 )  # fmt: skip
 if again[1].button("Re-run (cache on)", icon=":material/replay:", disabled=not grid.done):
     try:
-        open_experiment(experiments.rerun(experiment_id, llm_settings(), only, cache=True))
+        open_experiment(
+            experiments.rerun(experiment_id, llm_settings(), only, cache=True, by=person())
+        )
     except CrewdashError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
     else:
         st.rerun()
 again[2].button(

@@ -2,64 +2,84 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
-from crewdash.batch import BatchSnapshot, CrewState
-from crewdash.blueprints import BaseBlueprint, load_blueprint, missing_tool_keys
-from crewdash.charts import crew_label
-from crewdash.errors import BlueprintError, CrewdashError, UnknownBatchError
-from crewdash.projects import KIND_LABELS
-from crewdash.topics import parse_topics
-from ui.batch_view import REFRESH_SECONDS, render_batch, render_downloads
+from crewdash.base.errors import BlueprintError, CrewdashError, UnknownBatchError
+from crewdash.blueprints.base import BaseBlueprint, missing_tool_keys
+from crewdash.blueprints.catalog import load_blueprint
+from crewdash.blueprints.projects.files import KIND_LABELS
+from crewdash.model.batch import BatchSnapshot, CrewState
+from crewdash.model.topics import parse_topics
+from crewdash.present.charts import crew_label
+from crewdash.providers.preflight import preflight
+from ui.batch_view import REFRESH_SECONDS, render_batch_rest, render_batch_top, render_downloads
 from ui.governor_view import (
     budget_choice,
     render_budget_inputs,
     render_estimate,
     render_gauges,
 )
+from ui.people import audit, person
 from ui.polling import poll_until_done
 from ui.resume_view import render_resume
 from ui.session import llm_settings, require_login, run_settings, runtime, state
 from ui.stream_view import render_live_answers
+from ui.text import code, plain
 
 require_login()
 
 st.title("Run crews concurrently")
-st.write(
-    "Paste topics, one per line. Each topic gets its own crew; all of them start at once on "
-    "a background runner, and results stream in as each crew finishes."
-)
+# While a batch is shown, the form folds away so the live section is in view at once.
+showing = st.session_state.get("run.batch_id") or st.query_params.get("batch")
+if showing:  # keyed by the batch: a new batch folds it again
+    setup: DeltaGenerator = st.expander(
+        "New batch: topics and settings", icon=":material/edit_note:", key=f"run.setup.{showing}"
+    )
+else:
+    st.write(
+        "Paste topics, one per line. Each topic gets its own crew; all of them start at once on "
+        "a background runner, and results stream in as each crew finishes."
+    )
+    setup = st.container()
 
 runner = runtime().runner
 for line in runtime().auto_resumed:  # CREWDASH_AUTO_RESUME=1 resumed these at start
     st.info(
-        f"Resumed automatically when this server started: {line}", icon=":material/restart_alt:"
+        plain(f"Resumed automatically when this server started: {line}"),
+        icon=":material/restart_alt:",
     )
 blueprint_name = state("sidebar.blueprint", "research")
 blueprint: BaseBlueprint | None = None
 try:
     blueprint = load_blueprint(blueprint_name)
 except BlueprintError as exc:
-    st.error(f"Blueprint `{blueprint_name}` cannot be used: {exc}", icon=":material/error:")
+    st.error(
+        f"Blueprint {code(blueprint_name)} cannot be used: {plain(exc)}", icon=":material/error:"
+    )
 
 if blueprint is not None:
-    st.caption(
-        f"Blueprint **{blueprint.name}** · {KIND_LABELS.get(blueprint.kind, blueprint.kind)}"
+    setup.caption(
+        f"Blueprint **{plain(blueprint.name)}** · "
+        + plain(KIND_LABELS.get(blueprint.kind, blueprint.kind))
     )
     for tool, key in missing_tool_keys(blueprint.tool_names):
-        st.info(
-            f"Web search is off for this crew (`{tool}` needs `{key}`): it will answer from "
-            "the model alone.",
+        setup.info(
+            f"Web search is off for this crew ({code(tool)} needs {code(key)}): it will answer "
+            "from the model alone.",
             icon=":material/travel_explore:",
         )
     if blueprint.pinned_agents:
         pins = "\n".join(
-            f"- **{p.role}**" + (f" (in {p.where})" if p.where else "") + f": `{p.model}`"
+            f"- **{plain(p.role)}**"
+            + (f" (in {plain(p.where)})" if p.where else "")
+            + f": {code(p.model)}"
             for p in blueprint.pinned_agents
         )
-        st.info(
+        setup.info(
             "These agents pin their own model and keep it; every other agent uses the "
             f"model chosen in the sidebar:\n{pins}",
             icon=":material/push_pin:",
@@ -71,7 +91,7 @@ if blueprint is not None:
         st.session_state["run.fan_out"] = blueprint.fan_out
         st.session_state["run.inputs_of"] = blueprint.name
 
-with st.form("run.form", border=False):
+with setup.form("run.form", border=False):
     st.text_area(
         "Topics (one per line)",
         key="run.topics",
@@ -90,7 +110,7 @@ with st.form("run.form", border=False):
                 state(f"run.input.{name}", "")
                 needed = blueprint is not None and name in blueprint.required
                 st.text_input(
-                    f"{{{name}}} (the same for every crew)",
+                    f"{{{plain(name)}}} (the same for every crew)",
                     key=f"run.input.{name}",
                     help="Required." if needed else "Optional: prefilled with the default.",
                 )
@@ -101,11 +121,32 @@ with st.form("run.form", border=False):
 
 if blueprint is not None:
     try:
-        render_estimate(
-            blueprint, parse_topics(st.session_state.get("run.topics", "")).items, llm_settings()
-        )
+        with setup:
+            render_estimate(
+                blueprint,
+                parse_topics(st.session_state.get("run.topics", "")).items,
+                llm_settings(),
+                {n: st.session_state.get(f"run.input.{n}", "") for n in names if n != fan_out},
+                fan_out,
+            )
     except CrewdashError:
         pass  # the topics or the model are reported when Run is pressed
+
+
+def submission_key(content: str) -> str:
+    """This form's idempotency key: Ctrl+Enter then a click on Run (or a double click) send
+    the same form twice, and the runner starts one batch for both. A new key once the form
+    holds something else or the batch of its key has ended (running it again is a choice)."""
+    key, seen, batch = st.session_state.get("run.submission", (None, None, None))
+    try:
+        ended = batch is not None and runtime().snapshot(batch).done
+    except UnknownBatchError:
+        ended = True
+    if key is None or seen != content or ended:
+        key, batch = uuid.uuid4().hex, None
+    st.session_state["run.submission"] = (key, content, batch)
+    return str(key)
+
 
 if submitted and blueprint is not None:
     try:
@@ -114,19 +155,26 @@ if submitted and blueprint is not None:
         empty = [n for n, v in extra.items() if not v.strip() and n in blueprint.required]
         if empty:
             raise BlueprintError("Fill in " + ", ".join("{" + n + "}" for n in empty) + ".")
+        settings = replace(run_settings(), budget=budget_choice())
+        preflight([settings.llm])  # a missing key or a dead URL: refused here, not started
         batch_id = runner.submit(
             blueprint,
             topics.items,
-            replace(run_settings(), budget=budget_choice()),
+            settings,
             notes=topics.notes,
             inputs=extra,
             fan_out=fan_out,
+            idempotency_key=submission_key(repr((blueprint.name, topics, extra, settings))),
+            by=person(),
         )
     except CrewdashError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
     else:
+        audit("run", f"batch {batch_id}", detail=f"{len(topics.items)} crews")
         st.session_state["run.batch_id"] = batch_id
+        st.session_state["run.submission"] = (*st.session_state["run.submission"][:2], batch_id)
         st.query_params["batch"] = batch_id
+        st.rerun()  # fold the form away: the live section comes into view
 
 
 def render_queue(snap: BatchSnapshot) -> None:
@@ -147,13 +195,23 @@ def render_queue(snap: BatchSnapshot) -> None:
 
 
 def render_cancel(snap: BatchSnapshot) -> None:
-    """Cancel the whole batch or chosen crews; finished results stay."""
+    """Cancel the whole batch or chosen crews; finished results stay. Only who started it, or
+    an admin, may."""
+    if not person().may_act_on(snap.created_by):
+        st.caption(
+            plain(
+                f"Started by {snap.created_by_name or snap.created_by or 'someone'}: only they "
+                "or an admin can cancel it."
+            )
+        )
+        return
     live = {c.run_id: c for c in snap.crews if not c.state.final}
     left, right = st.columns([1, 3])
     if left.button(
         "Cancel batch", icon=":material/stop_circle:", key=f"run.cancel.{snap.batch_id}"
     ):
         runner.request_cancel(snap.batch_id)
+        audit("cancel", f"batch {snap.batch_id}")
     chosen = right.multiselect(
         "Cancel crews",
         list(live),
@@ -164,28 +222,31 @@ def render_cancel(snap: BatchSnapshot) -> None:
     for run_id in chosen:
         if run_id in live:
             runner.request_cancel(snap.batch_id, {run_id})
+            audit("cancel", f"crew {run_id}")
 
 
-batch_id = st.session_state.get("run.batch_id") or st.query_params.get("batch")
+batch_id = st.session_state.get("run.batch_id") or st.query_params.get("batch") or ""
 
 if batch_id:
     try:
         first = runtime().snapshot(batch_id)
     except UnknownBatchError:
-        st.warning(f"Batch `{batch_id}` is not in the history; start a new one above.")
+        st.warning(f"Batch {code(batch_id)} is not in the history; start a new one above.")
         st.stop()
     for note in first.notes:
-        st.info(note, icon=":material/info:")
+        st.info(plain(note), icon=":material/info:")
     if resumed := st.session_state.pop("run.resumed", None):
-        st.success(f"Resumed: {resumed}", icon=":material/restart_alt:")
+        st.success(plain(f"Resumed: {resumed}"), icon=":material/restart_alt:")
 
     def draw(snap: BatchSnapshot) -> None:
+        # the headline first, so it stays in view while the answer cards grow below it
+        render_batch_top(snap)
         if not snap.done:
             render_cancel(snap)
             render_queue(snap)
-            render_gauges()
             render_live_answers(snap)
-        render_batch(snap)
+            render_gauges()
+        render_batch_rest(snap)
         if snap.done:
             render_downloads(snap, "run")
             if render_resume(snap, "run"):

@@ -31,16 +31,18 @@ Structured outputs in practice"""
 def main() -> None:
     out = ROOT / "docs" / "run-page.png"
     log = Path("/tmp/crewdash-screenshot.log")
-    with streamlit_app(log, {"CREWDASH_DEMO_PROFILE": "hosted"}) as url:
+    # what a presenter sees at 1440×900 while the answers are being written (a slow writer)
+    env = {"CREWDASH_DEMO_LATENCY": "2.0", "CREWDASH_DEMO_TOKENS_PER_S": "2"}
+    with streamlit_app(log, env) as url:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.goto(url)
             page.wait_for_selector("[data-testid='stApp']")
             page.get_by_label("Topics (one per line)").fill(TOPICS)
             page.get_by_role("button", name="Run").click()
-            page.get_by_text(re.compile(r"[1-5] succeeded")).first.wait_for()
-            time.sleep(0.3)
+            page.locator("[class*='st-key-live-']").nth(5).wait_for(timeout=60_000)
+            time.sleep(4)  # a few lines into each answer
             page.screenshot(path=str(out), full_page=False)
             browser.close()
     print(f"wrote {out}")

@@ -1,15 +1,24 @@
-"""Start the real API under uvicorn on a free port, as `uvicorn crewdash.api:app` would run."""
+"""Start the real API under uvicorn on a free port, as `uvicorn crewdash.api:app` would run:
+one for a test that needs a server of its own, or the session's shared one."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import httpx
+import pytest
+
+from tests.broken_projects import write_broken_projects
 from tests.browser import free_port, serve
+
+PROJECTS = Path(__file__).resolve().parent / "projects"
 
 
 @cache
@@ -46,3 +55,32 @@ def api_server(workdir: Path, hostname: str | None = None, **env: str) -> Iterat
     }
     with serve(command, "/healthz", port, workdir / "api.log", {**defaults, **env}) as url:
         yield url
+
+
+@dataclass(frozen=True)
+class SharedAPI:
+    """The session's API server: its URL, its working folder (its history is `history.db` in
+    it) and the folder its crews write their files to."""
+
+    url: str
+    workdir: Path
+    outputs: Path
+
+
+@pytest.fixture(scope="session")
+def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedAPI]:
+    """One `uvicorn crewdash.api:app` for the API-shaped tests that need nothing of their own,
+    instead of a cold start per module: the default demo latency, the test projects (and broken
+    ones) on its search path. A test that needs other settings, an empty or a PostgreSQL
+    history, or a server it may stop, starts its own with `api_server`."""
+    workdir = tmp_path_factory.mktemp("shared-api")
+    write_broken_projects(workdir / "broken")
+    env = {
+        "CREWDASH_CREWS_DIR": f"{PROJECTS}{os.pathsep}{workdir / 'broken'}",
+        "CREWDASH_OUTPUTS_DIR": str(workdir / "outputs"),
+    }
+    with api_server(workdir, **env) as url:
+        # one crew first, as the Ray tests' warm_up does: CrewAI's one-off costs in a new
+        # process stay out of the timings of whichever test comes first
+        httpx.post(f"{url}/research", json={"topics": ["warm-up"]}, timeout=120).raise_for_status()
+        yield SharedAPI(url, workdir, workdir / "outputs")

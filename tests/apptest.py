@@ -37,3 +37,12 @@ def start() -> AppTest:
     at.run()
     assert not at.exception
     return at
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    """Click the one button labelled `label` and run the script: by label, not by position, since a
+    page adds buttons of its own (Resume all interrupted, when the history holds an interrupted
+    batch) above the form's."""
+    (button,) = [b for b in at.button if b.label == label]
+    button.click().run()
+    return at

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real demo model server over HTTP and runners wired to it."""
+"""Shared fixtures (a real demo model server over HTTP and runners wired to it, one API server
+for the session), and the tiers: every test is marked by what it starts (tests/tiers.py)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,41 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from crewdash.config import silence_telemetry
+import crewdash  # noqa: F401 - switches CrewAI's telemetry off before crewai loads
 
-silence_telemetry()
 # Every runtime the tests build keeps its history in a throw-away SQLite file, never in data/.
 _HISTORY = tempfile.mkdtemp(prefix="crewdash-test-")
 os.environ["DATABASE_URL"] = f"sqlite:///{_HISTORY}/history.db"
+# The suite's baseline is the embedded default (the demo model), whatever the developer's shell
+# holds: a provider key there makes that provider the default (unreachable offline). Tests of a
+# server with a key in its environment set one on purpose (`openai_env`, `[env-key]`).
+for _variable in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
+    os.environ.pop(_variable, None)
 
-from crewdash.batch import BatchSnapshot  # noqa: E402
-from crewdash.demo_llm import DemoLLMServer, LatencyProfile  # noqa: E402
-from crewdash.runner import Runner  # noqa: E402
+from crewdash.demo.profiles import LatencyProfile  # noqa: E402
+from crewdash.demo.server import DemoLLMServer  # noqa: E402
+from crewdash.engine.runner import Runner  # noqa: E402
+from crewdash.model.batch import BatchSnapshot  # noqa: E402
+from tests import tiers  # noqa: E402
+from tests.api_server import shared_api  # noqa: E402, F401 - a fixture for every module
 from tests.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 
 LATENCY = 0.5
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist registers it too; this keeps --strict-markers happy under `-p no:xdist`
+    config.addinivalue_line("markers", "xdist_group(name): run on the worker of its group")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects and xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tiers.apply(items)
+
+
+@pytest.hookimpl(tryfirst=True)  # after xdist marked the groups, before it sends the ids
+def pytest_collection_finish(session: pytest.Session) -> None:
+    tiers.mend_groups(session.config, session.items)
 
 
 def finish(runner: Runner, batch_id: str, timeout: float = 60) -> BatchSnapshot:
@@ -57,3 +80,19 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture()
 def ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
+
+
+SERVER_OPENAI_KEY = "sk-SERVER-openai-env"
+
+
+@pytest.fixture(params=["no-env-key", "env-key"])
+def openai_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test without and with `OPENAI_API_KEY` (and `OPENAI_BASE_URL`) in the server's
+    environment: crewdash's transport must not depend on them (issue 20, item 13)."""
+    if request.param == "env-key":
+        monkeypatch.setenv("OPENAI_API_KEY", SERVER_OPENAI_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    else:
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    return str(request.param)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from crewdash.admission import Admission, Ticket
+from crewdash.engine.admission import Admission, Ticket
 
 
 async def _start_order(admission: Admission, plan: list[tuple[str, int, int]]) -> list[str]:

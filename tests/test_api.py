@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,21 +16,22 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from crewdash.batch import Batch, TokenUsage
-from crewdash.store import Store
-from tests.api_server import api_server
-from tests.broken_projects import write_broken_projects
+from crewdash.model.batch import Batch, TokenUsage
+from crewdash.store.history import Store
+from tests.api_server import SharedAPI, api_server
 from tests.test_store import postgres_url  # noqa: F401 - a schema of its own in PostgreSQL
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("api")
+def workdir(shared_api: SharedAPI) -> Path:
+    return shared_api.workdir
 
 
 @pytest.fixture(scope="module")
-def api(workdir: Path) -> Iterator[httpx.Client]:
-    with api_server(workdir) as url, httpx.Client(base_url=url, timeout=60) as client:
+def api(shared_api: SharedAPI) -> Iterator[httpx.Client]:
+    """The session's API server (tests/api_server.py): what a test here needs of its own, it
+    starts with `api_server`."""
+    with httpx.Client(base_url=shared_api.url, timeout=60) as client:
         yield client
 
 
@@ -57,7 +57,10 @@ def test_research_is_the_tutorials_contract(api: httpx.Client) -> None:
 
 
 def test_research_runs_crews_concurrently_and_never_blocks_the_loop(api: httpx.Client) -> None:
-    n, latency = 10, 0.2
+    n = 10
+    started = time.perf_counter()
+    assert api.post("/research", json={"topics": ["one alone"]}).status_code == 200
+    alone = time.perf_counter() - started  # one crew, measured now: the machine's pace today
     done: dict[str, float] = {}
 
     def call() -> None:
@@ -74,14 +77,16 @@ def test_research_runs_crews_concurrently_and_never_blocks_the_loop(api: httpx.C
         health.append(time.perf_counter() - started)
         time.sleep(0.02)
     worker.join()
-    assert done["research"] < n * latency  # overlapped, not one after another
-    assert health and max(health) < 0.5  # the server answered while crews ran
+    # Overlapped, not one after another: ten crews one by one would take ten times one crew.
+    assert done["research"] < n * alone * 0.6
+    # the server answered while crews ran (a blocked loop would hold a call for the whole run)
+    assert health and max(health) < max(0.5, done["research"] / 2)
 
 
 def test_batches_start_at_once_and_show_up_in_the_history(api: httpx.Client, workdir: Path) -> None:
     started = time.perf_counter()
     response = api.post("/batches", json={"topics": ["a1", "A1", "a2"], "blueprint": "timing"})
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0  # at once: not after the crews (generous bound)
     assert response.status_code == 202
     accepted = response.json()
     assert accepted["crews"] == 2
@@ -131,7 +136,7 @@ def test_cancel_ends_the_batch_and_keeps_finished_results(api: httpx.Client) -> 
     response = api.post(f"/batches/{batch_id}/cancel")
     assert response.status_code == 200 and response.json()["batch_id"] == batch_id
     body = wait_done(api, batch_id)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 10.0  # not a crew's full run, nor a hang
     states = {c["state"] for c in body["crews"]}
     assert states <= {"cancelled", "succeeded"} and "cancelled" in states
     assert api.post(f"/batches/{batch_id}/cancel").json()["cancelled"] == 0
@@ -310,6 +315,26 @@ def test_a_bad_setting_is_one_clear_line(name: str, value: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_uvicorn_finds_the_app_however_often_it_looks() -> None:
+    """`crewdash.api:app` is the ASGI app on every look-up, not the module `crewdash.api.app`
+    (uvicorn looks it up twice: to check it, then to run it)."""
+    import subprocess
+    import sys
+
+    from tests.browser import ROOT
+
+    script = (
+        "from uvicorn.importer import import_from_string as load\n"
+        "first, again = load('crewdash.api:app'), load('crewdash.api:app')\n"
+        "from crewdash.api.app import app\n"
+        "assert first is again is app, (first, again)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def start_until_half_done(client: httpx.Client, topics: list[str]) -> tuple[str, dict[str, str]]:
     """Start a batch and return once some crews have finished and others still run."""
     batch_id = client.post("/batches", json={"topics": topics}).json()["batch_id"]
@@ -363,7 +388,7 @@ def test_sigterm_stops_admitting_and_marks_unfinished_crews_interrupted(tmp_path
         time.sleep(3)
         client.close()
     assert "Traceback" not in (tmp_path / "api.log").read_text()
-    from crewdash.store import Store
+    from crewdash.store.history import Store
 
     store = Store(f"sqlite:///{tmp_path / 'history.db'}")
     try:
@@ -406,21 +431,11 @@ def test_cancel_one_crew_through_the_api(api: httpx.Client) -> None:
     assert missing.status_code == 404
 
 
-PROJECTS = Path(__file__).resolve().parent / "projects"
-
-
 @pytest.fixture(scope="module")
-def projects_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Path]]:
-    """The API with the test projects (and broken ones) on its search path."""
-    workdir = tmp_path_factory.mktemp("projects-api")
-    write_broken_projects(workdir / "broken")
-    outputs = workdir / "outputs"
-    env = {
-        "CREWDASH_CREWS_DIR": f"{PROJECTS}{os.pathsep}{workdir / 'broken'}",
-        "CREWDASH_OUTPUTS_DIR": str(outputs),
-    }
-    with api_server(workdir, **env) as url, httpx.Client(base_url=url, timeout=60) as client:
-        yield client, outputs
+def projects_api(shared_api: SharedAPI) -> Iterator[tuple[httpx.Client, Path]]:
+    """The API with the test projects (and broken ones) on its search path: the shared one."""
+    with httpx.Client(base_url=shared_api.url, timeout=60) as client:
+        yield client, shared_api.outputs
 
 
 def test_blueprints_lists_kinds_inputs_pins_and_broken_ones(
@@ -608,9 +623,9 @@ def in_process_api(store: Store) -> Iterator[str]:
     """The API under uvicorn over real HTTP, in this process so the test can see its store."""
     import uvicorn
 
-    from crewdash.api import create_app
-    from crewdash.demo_llm import LatencyProfile
-    from crewdash.runner import RunSettings
+    from crewdash.api.app import create_app
+    from crewdash.demo.profiles import LatencyProfile
+    from crewdash.engine.plans import RunSettings
     from crewdash.runtime import Liveness, Runtime
     from tests.browser import free_port
 
@@ -764,7 +779,7 @@ def first_answer(url: str, head: bytes, chunks: Iterator[bytes]) -> bytes:
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(api: httpx.Client) -> None:
-    from crewdash.api import MAX_BODY_BYTES
+    from crewdash.api.middleware import MAX_BODY_BYTES
 
     assert MAX_BODY_BYTES == 1024 * 1024
     head = (

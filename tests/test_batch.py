@@ -1,7 +1,7 @@
 import threading
 from dataclasses import replace
 
-from crewdash.batch import Batch, CrewState, Span, TokenUsage
+from crewdash.model.batch import Batch, CrewState, Span, TokenUsage
 
 
 def make(n: int = 3) -> Batch:

@@ -1,20 +1,24 @@
 """The benchmark engine at small N against the real demo model (figures are not asserted here:
 targets are checked by `python -m crewdash bench`, see README)."""
 
+import time
+
 import pytest
 
-from crewdash.bench import (
+from crewdash.base.errors import SettingsError
+from crewdash.bench.report import FLOOR_RULE, BenchReport, floor_seconds, peak_overlap
+from crewdash.bench.strategies import (
     STRATEGIES,
     BenchContext,
     Strategy,
     check_n,
     parse_strategies,
+    run_and_keep,
     run_bench,
     run_sweep,
 )
-from crewdash.bench_report import FLOOR_RULE, BenchReport, floor_seconds, peak_overlap
-from crewdash.demo_llm import LatencyProfile
-from crewdash.errors import SettingsError
+from crewdash.demo.profiles import LatencyProfile
+from crewdash.engine.jobs import JobRunner, JobState
 
 FAST = LatencyProfile(kind="fixed", seconds=0.2)
 
@@ -122,8 +126,8 @@ def test_peak_overlap() -> None:
 
 
 def test_reports_are_kept_in_the_history_and_come_back_whole(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from crewdash.bench import run_and_keep
-    from crewdash.store import Store
+    from crewdash.bench.strategies import run_and_keep
+    from crewdash.store.history import Store
 
     store = Store(f"sqlite:///{tmp_path / 'h.db'}")
     try:
@@ -137,3 +141,32 @@ def test_reports_are_kept_in_the_history_and_come_back_whole(tmp_path) -> None: 
         r.to_json(with_spans=True) for r in reports
     ]
     assert back[1].result("crewdash").spans  # type: ignore[union-attr]
+
+
+def test_a_benchmark_job_is_listed_for_everyone_and_fills_in_per_strategy() -> None:
+    """Issue 20 item 7: any session finds the running benchmark in the server's job registry,
+    and its results so far are published after each strategy, not only at the end."""
+    jobs = JobRunner()
+    strategies = ["sequential", "gather_akickoff", "crewdash"]
+    job_id = jobs.start(
+        "bench", lambda p: run_and_keep([2], strategies, FAST, None, None, p, p.partial), "bench"
+    )
+    assert [j.job_id for j in jobs.running()] == [job_id]
+    latest = jobs.latest("bench")
+    assert latest is not None and latest.job_id == job_id and jobs.latest("pitfalls") is None
+    seen: list[list[str]] = []  # the strategies published so far, each time it changed
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = jobs.get(job_id)
+        assert job is not None
+        if job.partial and not job.done:
+            names = [r.strategy for r in job.partial[-1].results]
+            if not seen or seen[-1] != names:
+                seen.append(names)
+        if job.done:
+            break
+        time.sleep(0.01)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert jobs.running() == []
+    assert ["sequential"] in seen and ["sequential", "gather_akickoff"] in seen
+    assert [r.strategy for r in job.result[-1].results] == strategies

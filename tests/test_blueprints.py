@@ -5,14 +5,10 @@ from pathlib import Path
 import pytest
 from crewai import LLM
 
-from crewdash.blueprints import (
-    PLACEHOLDER,
-    builtin_blueprint,
-    list_blueprints,
-    load_blueprint,
-)
-from crewdash.config import CREWS_DIR
-from crewdash.errors import BlueprintError
+from crewdash.base.config import CREWS_DIR
+from crewdash.base.errors import BlueprintError
+from crewdash.blueprints.base import PLACEHOLDER
+from crewdash.blueprints.catalog import builtin_blueprint, list_blueprints, load_blueprint
 
 
 def llm() -> LLM:
@@ -142,7 +138,7 @@ def test_unknown_tools_are_refused(tmp_path: Path) -> None:
 
 
 def test_web_search_is_attached_only_with_its_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from crewdash.blueprints import missing_tool_keys
+    from crewdash.blueprints.base import missing_tool_keys
 
     bp = load_blueprint("research")
     assert bp.tool_names == ["serper_dev"]

@@ -1,10 +1,14 @@
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from crewdash.batch import Batch, TokenUsage
-from crewdash.bench_report import BenchReport, StrategyResult, floor_seconds
-from crewdash.charts import (
+from crewdash.bench.report import BenchReport, StrategyResult, floor_seconds
+from crewdash.model.batch import Batch, TokenUsage
+from crewdash.present.charts import (
+    LEGEND_BAND,
+    TITLE_BAND,
     bench_bar_figure,
     bench_table,
     crew_label,
@@ -12,7 +16,10 @@ from crewdash.charts import (
     status_table,
     sweep_figure,
     timeline_figure,
+    tokens_figure,
+    ttft_figure,
 )
+from crewdash.present.experiment_charts import score_by_variant
 
 
 def sample() -> Batch:
@@ -22,7 +29,9 @@ def sample() -> Batch:
     a, b, _ = batch.run_ids
     batch.mark_running(a)
     batch.mark_running(b)
-    t0 = batch.snapshot().created_at  # not inside the change: it runs under the batch's lock
+    # not inside the change: it runs under the batch's lock; in the past: a crew's events come
+    # before its end (a span after it is a stopped crew's thread going on, and is dropped)
+    t0 = batch.snapshot().created_at - 1.0
     batch.record_span(
         a,
         "c1",
@@ -110,3 +119,46 @@ def test_bench_charts_show_the_floor_as_max_of_one_crew_and_all_crews_cpu() -> N
     floor = next(t for t in sweep.data if t.name.startswith("floor"))
     assert floor.name == "floor max(L + c, N·c)"
     assert list(floor.y) == pytest.approx([1.03, 3.0]) and list(floor.customdata) == [30.0, 30.0]
+
+
+def streamed_sample() -> Batch:
+    """`sample()` with a time to first token on the succeeded crew (the TTFT chart shows it)."""
+    batch = sample()
+    a = batch.run_ids[0]
+    t0 = batch.snapshot().created_at
+    batch.record_span(a, "c1", lambda s: replace(s, first_token_at=t0 + 0.3))
+    return batch
+
+
+@pytest.mark.parametrize("figure", [ttft_figure, tokens_figure])
+def test_a_stacked_charts_title_and_legend_never_share_a_line(figure: Any) -> None:
+    """Issue 20 item 6: "Time to first token" and "Tokens & cost" drew the title over the
+    legend (both at the top of the plot area)."""
+    layout = figure(streamed_sample().snapshot()).layout
+    title, legend, top = layout.title, layout.legend, layout.margin.t
+    assert title.text and title.yref == "container" and title.y == 1 and title.yanchor == "top"
+    title_bottom = title.pad.t + title.font.size * 1.4  # one line of text below the pad
+    assert title_bottom <= TITLE_BAND
+    # the legend stands on the plot area and has its own band under the title's
+    assert legend.yref in (None, "paper") and legend.y >= 1 and legend.yanchor == "bottom"
+    assert legend.orientation == "h" and top >= TITLE_BAND + LEGEND_BAND
+
+
+def test_the_benchmark_floor_label_is_above_the_bars() -> None:
+    """Its label was drawn inside the plot at the floor's height, under the bars."""
+    report = bench_report(20, 40.0, 2.5)
+    report.results.append(StrategyResult("sequential", 20, 1.0, wall_s=20.6))
+    fig = bench_bar_figure(report, "wall_s")
+    (label,) = [a for a in fig.layout.annotations if "floor" in a.text]
+    assert label.yref == "paper" and label.y >= 1 and label.yanchor == "bottom"
+    assert f"{report.floor_s:.2f} s" in label.text
+    # the value labels above the bars fit under the top of the axis
+    assert fig.layout.yaxis.range[1] >= 1.1 * max(fig.data[0].y)
+    assert fig.data[0].cliponaxis is False
+
+
+def test_the_experiment_score_label_of_a_ten_is_not_clipped() -> None:
+    grid = SimpleNamespace(variants=[SimpleNamespace(name="best", mean_score=10.0, scored=3)])
+    fig = score_by_variant(grid)  # type: ignore[arg-type]
+    assert fig.data[0].text == ("10.0 (3)",)
+    assert fig.layout.yaxis.range[1] >= 11.5 or fig.data[0].cliponaxis is False

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crewdash.cli import main
+from crewdash.cli.main import main
 from tests.broken_projects import write_broken_projects
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,9 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from crewdash.demo_llm import DemoLLMServer, LatencyProfile, compose_answer, count_tokens
+from crewdash.demo.answers import compose_answer, count_tokens
+from crewdash.demo.profiles import LatencyProfile
+from crewdash.demo.server import DemoLLMServer
 
 
 def client(server: DemoLLMServer) -> OpenAI:
@@ -172,8 +174,23 @@ def test_fail_marker_gives_that_http_error(demo_server: DemoLLMServer) -> None:
     assert "simulated failure 503" in response.json()["error"]["message"]
 
 
+def test_a_wait_marker_holds_the_answer_that_long() -> None:
+    """`[demo:wait=N]`: a test holds a crew running as long as it needs, at any latency."""
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0.0)) as server:
+        url = f"{server.base_url}/chat/completions"
+
+        def timed(content: str) -> float:
+            started = time.perf_counter()
+            body = {"messages": [{"role": "user", "content": content}]}
+            assert httpx.post(url, json=body, timeout=30).status_code == 200
+            return time.perf_counter() - started
+
+        held, plain = timed("Topic: x [demo:wait=1.5]"), timed("Topic: x")
+    assert held >= 1.5 and held > plain + 1.0
+
+
 def test_failure_rates_parse_and_validate() -> None:
-    from crewdash.demo_llm import FailureRates
+    from crewdash.demo.profiles import FailureRates
 
     rates = FailureRates.parse("429=0.1, 500=0.05,hang=0.01,malformed=0.02")
     assert (rates.rate_429, rates.rate_500, rates.rate_hang, rates.rate_malformed) == (
@@ -195,7 +212,7 @@ def test_failure_rates_parse_and_validate() -> None:
 
 @pytest.mark.parametrize("kind", ["429", "500", "malformed"])
 def test_injected_failures_over_http(kind: str) -> None:
-    from crewdash.demo_llm import FailureRates
+    from crewdash.demo.profiles import FailureRates
 
     rates = FailureRates(**{f"rate_{kind}": 1.0}, retry_after_s=2)  # type: ignore[arg-type]
     with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0), failures=rates) as server:
@@ -215,7 +232,7 @@ def test_injected_failures_over_http(kind: str) -> None:
 
 
 def test_hung_request_times_the_client_out() -> None:
-    from crewdash.demo_llm import FailureRates
+    from crewdash.demo.profiles import FailureRates
 
     rates = FailureRates(rate_hang=1.0, hang_s=30)
     with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0), failures=rates) as server:
@@ -258,7 +275,7 @@ def test_tool_marker_gets_one_call_of_that_tool_then_an_answer(demo_server: Demo
 
 def test_named_demo_models_differ_in_speed_and_style() -> None:
     """`demo-fast` is quick and terse, `demo-thorough` slow and long; the default is unchanged."""
-    from crewdash.demo_models import demo_model, judge_reply
+    from crewdash.demo.models import demo_model, judge_reply
 
     ask = [{"role": "user", "content": "Topic: named models"}]
     base, fast, thorough = (

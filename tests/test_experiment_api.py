@@ -16,12 +16,12 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from crewdash.cli import main
+from crewdash.cli.main import main
 from tests.api_server import api_server
+from tests.apptest import APP, click
 from tests.test_store import POSTGRES_URL
 from ui.session import runtime
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 FAST = "name=fast,model=demo-fast"
 THOROUGH = "name=thorough,model=demo-thorough"
 logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
@@ -84,10 +84,10 @@ def test_the_api_gives_the_clis_figures(api: httpx.Client, cli_run: dict[str, An
 @pytest.mark.parametrize(
     ("variants", "status", "message"),
     [
-        ([{"name": f"v{i}", "temperature": i / 10} for i in range(7)], 400, "got 7"),
+        ([{"name": f"v{i}", "temperature": i / 10} for i in range(7)], 422, "at most 6 items"),
         ([{"name": "a", "model": "demo-fast"}, {"name": "b", "model": "demo-fast"}], 400,
          "identical"),
-        ([{"name": "a"}, {"name": "b", "provider": "acme"}], 400, "unknown provider 'acme'"),
+        ([{"name": "a"}, {"name": "b", "provider": "acme"}], 422, "unknown provider 'acme'"),
         ([{"name": "a"}, {"name": "b", "model": "gpt-9"}], 400, "has no model 'gpt-9'"),
         ([{"name": "a"}, {"name": "b", "blueprint": "nope"}], 400, "no blueprint named 'nope'"),
     ],
@@ -155,7 +155,8 @@ def test_the_page_shows_the_same_figures(page_runtime: None, cli_run: dict[str, 
         assert row["success"] == "100%"
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Grid as CSV", "Grid as Markdown"]
-    assert len(at.get("plotly_chart")) == 2  # latency and score by variant
+    # the grid coloured by latency and by score, then latency and score by variant
+    assert len(at.get("plotly_chart")) == 4
 
     experiment_id = cli_run["experiment_id"]  # mark the first topic's thorough cell as good
     at.radio(key=f"experiments.markv.{experiment_id}.1").set_value("good")
@@ -190,13 +191,13 @@ def test_the_page_refuses_bad_variants_and_starts_good_ones(page_runtime: None) 
     assert not at.exception
     at.text_area(key="experiments.topics").input("page topic")
     at.text_area(key="experiments.variants").input(f"{FAST}\n{FAST}")
-    at.button[0].click().run()
+    click(at, "Start experiment")
     assert not at.exception
     assert "two variants are named 'fast'" in at.error[0].value
     assert "experiment" not in at.query_params
 
     at.text_area(key="experiments.variants").input(f"{FAST}\n{THOROUGH}")
-    at.button[0].click().run()
+    click(at, "Start experiment")
     assert not at.exception and not at.error
     experiment_id = at.query_params["experiment"]
     cancel = [b for b in at.button if b.label == "Cancel the cells still running"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
-from crewdash.batch import TokenUsage
-from crewdash.experiment_store import CellNotes, ExperimentStore, StoredResponses
-from crewdash.response_cache import CachedResponse
-from crewdash.store import Store
+from crewdash.experiments.store import CellNotes, ExperimentStore, StoredResponses
+from crewdash.model.batch import TokenUsage
+from crewdash.providers.response_cache import CachedResponse
+from crewdash.store.history import Store
 from tests.test_store import postgres_url, sample_batch, store  # noqa: F401 - fixtures
 
 

@@ -13,11 +13,10 @@ import httpx
 import openai
 import pytest
 
-from crewdash.charts import timeline_figure
-from crewdash.demo_llm import LatencyProfile
-from crewdash.experiment_exports import cell_text, export_grid
-from crewdash.experiment_runner import Experiments
-from crewdash.experiments import (
+from crewdash.demo.profiles import LatencyProfile
+from crewdash.engine.plans import RunSettings
+from crewdash.experiments.runner import Experiments
+from crewdash.experiments.spec import (
     ExperimentError,
     Variant,
     build_spec,
@@ -25,11 +24,13 @@ from crewdash.experiments import (
     parse_variant,
     parse_verdict,
 )
-from crewdash.response_cache import CacheScope, CachingTransport, cache_scope
-from crewdash.runner import RunSettings
+from crewdash.present.charts import timeline_figure
+from crewdash.present.experiment_charts import best_variants, cell_heatmap
+from crewdash.present.experiment_exports import cell_text, export_grid
+from crewdash.providers.response_cache import CacheScope, CachingTransport, cache_scope
 from crewdash.runtime import Runtime
-from crewdash.store import Store
-from crewdash.wire import ExperimentDetail
+from crewdash.schemas.experiments import ExperimentDetail
+from crewdash.store.history import Store
 
 FAST = "name=fast,model=demo-fast"
 THOROUGH = "name=thorough,model=demo-thorough"
@@ -132,6 +133,34 @@ def test_a_judged_grid_shows_each_models_speed_and_style_and_its_exports_match(
     again = Experiments(rt.runner, rt.store, rt.default_settings.llm)
     assert ExperimentDetail.from_grid(again.grid(experiment_id)) == ExperimentDetail.from_grid(grid)
     assert rt.store.load(experiment_id) is not None  # an ordinary batch of the history too
+
+
+def test_the_grid_is_coloured_by_score_and_latency_and_names_the_best_variants(
+    rt: Runtime,
+) -> None:
+    """Issue 20 item 6: the grid was plain text; each cell now has a colour for its score and
+    its latency, and the best variant is named for each measure."""
+    topics = ["colour <b>one</b>", "colour two"]
+    experiment_id = start(rt, topics, [FAST, THOROUGH], rubric="Specific and complete")
+    grid = rt.experiments.wait(experiment_id, 60)
+    assert grid.done
+    score = cell_heatmap(grid, "score").data[0]
+    latency = cell_heatmap(grid, "latency").data[0]
+    for heat, measure in ((score, "score"), (latency, "latency_s")):
+        assert heat.type == "heatmap" and heat.colorscale and heat.texttemplate == "%{text}"
+        assert heat.x == ("fast", "thorough") and heat.y == ("#1", "#2")
+        expected = [[getattr(grid.cell(t, v), measure) for v in range(2)] for t in range(2)]
+        assert [list(row) for row in heat.z] == expected
+        assert all(text for row in heat.text for text in row)
+    assert (score.zmin, score.zmax, score.reversescale) == (1, 10, False)  # green: high score
+    assert latency.reversescale is True  # green: fast
+    assert latency.zmin == min(c.latency_s or 0 for c in grid.cells)
+    assert score.customdata[0][0] == "colour &lt;b&gt;one&lt;/b&gt;"  # typed text, not markup
+    best = best_variants(grid)
+    fast, thorough = grid.variants
+    assert best["latency"] == f"fast ({fast.median_latency_s:.2f} s)"
+    assert best["score"] == f"thorough ({thorough.mean_score:.1f})"
+    assert best["cost"].startswith("fast (") and best["success"].startswith("fast (100%")
 
 
 @pytest.mark.parametrize(
@@ -245,27 +274,28 @@ def test_the_judge_blueprint_is_a_crew_like_any_other() -> None:
     assert "{rubric}" in path.read_text() and "{answer}" in path.read_text()
 
 
-def test_an_ordinary_batch_opts_in_to_the_cache_per_run(rt: Runtime) -> None:
+def test_an_ordinary_batch_opts_in_to_the_cache_per_run(rt: Runtime, openai_env: str) -> None:
+    topic = f"plain cached topic ({openai_env})"  # with and without OPENAI_API_KEY set
     cached = RunSettings(response_cache=True)
-    first = rt.runner.submit("research", ["plain cached topic"], cached)
+    first = rt.runner.submit("research", [topic], cached)
     assert rt.runner.batch(first).wait(60)
     before = requests(rt)
-    again = rt.runner.submit("research", ["plain cached topic"], cached)
+    again = rt.runner.submit("research", [topic], cached)
     assert rt.runner.batch(again).wait(60)
     assert requests(rt) == before
     assert rt.runner.snapshot(again).crews[0].result == rt.runner.snapshot(first).crews[0].result
-    uncached = rt.runner.submit("research", ["plain cached topic"], RunSettings())
+    uncached = rt.runner.submit("research", [topic], RunSettings())
     assert rt.runner.batch(uncached).wait(60)
     assert requests(rt) == before + 1  # without the opt-in the model answers again
 
 
-def test_the_cache_key_ignores_a_local_servers_port_and_the_bodys_key_order() -> None:
-    from crewdash.response_cache import endpoint, request_key
+def test_the_cache_key_keeps_a_local_servers_port_and_ignores_the_bodys_key_order() -> None:
+    from crewdash.providers.response_cache import endpoint, request_key
 
     a = endpoint(httpx.URL("http://127.0.0.1:40001/v1/chat/completions"))
-    b = endpoint(httpx.URL("http://localhost:52002/v1/chat/completions"))
-    assert a == b  # the demo model's port changes with every process
+    b = endpoint(httpx.URL("http://127.0.0.1:52002/v1/chat/completions"))
+    assert a != b  # two local servers are two models (issue 20, item 15)
     remote = endpoint(httpx.URL("https://api.openai.com/v1/chat/completions"))
-    assert remote == "https://api.openai.com/v1/chat/completions" != a
-    assert request_key(a, b'{"model": "m", "n": 1}') == request_key(b, b'{"n":1,"model":"m"}')
+    assert remote == "https://api.openai.com:443/v1/chat/completions" != a
+    assert request_key(a, b'{"model": "m", "n": 1}') == request_key(a, b'{"n":1,"model":"m"}')
     assert request_key(a, b'{"model": "m"}') != request_key(a, b'{"model": "n"}')

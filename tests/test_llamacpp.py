@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import pytest
 from openai import OpenAI
 
-from crewdash.batch import CrewState
-from crewdash.llm import LLMSettings
-from crewdash.runner import Runner, RunSettings
+from crewdash.engine.plans import RunSettings
+from crewdash.engine.runner import Runner
+from crewdash.model.batch import CrewState
+from crewdash.providers.llm import LLMSettings
 from tests.llamacpp import LlamaCppServer, assemble_model
 
 MAX_TOKENS = 24

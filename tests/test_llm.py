@@ -1,16 +1,19 @@
 import pytest
 
-from crewdash.errors import SettingsError
-from crewdash.llm import LLMSettings, build_llm, default_llm_settings
+from crewdash.base.errors import SettingsError
+from crewdash.base.settings import load_settings
+from crewdash.providers.llm import LLMSettings, build_llm, default_llm_settings
 
 
 def test_default_is_the_demo_model_without_a_key() -> None:
-    settings = default_llm_settings({})
+    settings = default_llm_settings(load_settings({}))
     assert settings.is_demo and "Simulated" in settings.label
 
 
 def test_an_openai_key_makes_openai_the_default() -> None:
-    settings = default_llm_settings({"OPENAI_API_KEY": "sk-test", "CREWDASH_OPENAI_MODEL": "m1"})
+    settings = default_llm_settings(
+        load_settings({"OPENAI_API_KEY": "sk-test", "CREWDASH_OPENAI_MODEL": "m1"})
+    )
     assert settings.provider == "openai" and settings.model == "m1"
     assert settings.label == "openai/m1"
 
@@ -38,6 +41,7 @@ def test_demo_llm_needs_a_running_demo_server() -> None:
         build_llm(LLMSettings(), None)
 
 
+@pytest.mark.usefixtures("openai_env")
 def test_crews_get_their_own_llm_but_share_one_http_client() -> None:
     settings = LLMSettings(temperature=0.2, max_tokens=50)
     one = build_llm(settings, "http://127.0.0.1:9/v1")
@@ -55,8 +59,9 @@ def test_openai_without_any_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
         build_llm(LLMSettings(provider="openai", model="gpt-4o-mini"))
 
 
+@pytest.mark.usefixtures("openai_env")
 def test_check_connection_answers_with_latency(demo_server) -> None:  # type: ignore[no-untyped-def]
-    from crewdash.llm import check_connection
+    from crewdash.providers.llm import check_connection
 
     result = check_connection(LLMSettings(), demo_server.base_url)
     assert result.ok and result.reply == "pong" and result.latency_s > 0
@@ -80,7 +85,7 @@ def test_check_connection_answers_with_latency(demo_server) -> None:  # type: ig
 def test_check_connection_errors_are_plain_words(
     settings: LLMSettings, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crewdash.llm import check_connection
+    from crewdash.providers.llm import check_connection
 
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
@@ -89,8 +94,9 @@ def test_check_connection_errors_are_plain_words(
     assert "SENTINEL" not in result.error
 
 
+@pytest.mark.usefixtures("openai_env")
 def test_unknown_model_or_path_is_a_404_message(demo_server) -> None:  # type: ignore[no-untyped-def]
-    from crewdash.llm import check_connection
+    from crewdash.providers.llm import check_connection
 
     wrong = demo_server.base_url.replace("/v1", "/nope")
     result = check_connection(
@@ -99,9 +105,11 @@ def test_unknown_model_or_path_is_a_404_message(demo_server) -> None:  # type: i
     assert result.error == f"Unknown model 'ghost' or wrong URL (404) at {wrong}."
 
 
+@pytest.mark.usefixtures("openai_env")
 def test_a_timeout_says_timeout_not_cannot_reach() -> None:
-    from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
-    from crewdash.llm import check_connection
+    from crewdash.demo.profiles import FailureRates, LatencyProfile
+    from crewdash.demo.server import DemoLLMServer
+    from crewdash.providers.llm import check_connection
 
     hang = FailureRates(rate_hang=1.0, hang_s=60)
     with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0), failures=hang) as server:
@@ -111,6 +119,7 @@ def test_a_timeout_says_timeout_not_cannot_reach() -> None:
     assert result.error == f"The model at {server.base_url} did not answer within 1 s (timeout)."
 
 
+@pytest.mark.usefixtures("openai_env")
 def test_one_call_has_a_30_s_timeout_and_no_sdk_retries_of_its_own() -> None:
     llm = build_llm(LLMSettings(), "http://127.0.0.1:9/v1")
     assert llm._get_sync_client().timeout == 30  # type: ignore[attr-defined]
@@ -147,21 +156,35 @@ def test_unusable_timeouts_and_budgets_are_refused(kwargs: dict[str, float], mes
         LLMSettings(**kwargs)  # type: ignore[arg-type]
 
 
-def test_crewai_still_has_the_client_slot_we_write_and_uses_what_we_put_there(
-    demo_server,  # type: ignore[no-untyped-def]
-) -> None:
-    """CrewAI's private `_client` slot is the one thing crewdash writes inside CrewAI: if an
-    upgrade renames it or stops reading it, this fails instead of the sharing silently ending."""
+@pytest.mark.usefixtures("openai_env")
+def test_crewai_still_has_the_internals_crewdash_relies_on(demo_server) -> None:  # type: ignore[no-untyped-def]
+    """`CrewdashOpenAI` (crewdash/providers/llm.py) is the one place that knows CrewAI's internals:
+    the route to its OpenAI class, the validator that builds clients at construction (replaced), the
+    client slots and builders. If an upgrade changes any of them, this fails instead of the
+    transport silently ending or a key leaking."""
     import httpx
     from crewai import LLM
+    from crewai.llms.providers.openai.completion import OpenAICompletion
     from openai import OpenAI
 
-    from crewdash.llm import set_sync_client, sync_client_slot
+    from crewdash.providers.llm import CrewdashOpenAI, set_sync_client, sync_client_slot
 
-    fresh = LLM(model="openai/demo", base_url=demo_server.base_url, max_retries=0)
-    fresh.api_key = "k"
-    assert sync_client_slot(fresh) == (True, None), "CrewAI renamed or pre-fills its client slot"
+    route = LLM._resolve_route("openai/crewdash-demo", {"base_url": demo_server.base_url})
+    assert route.native_class is OpenAICompletion and route.custom_openai
+    validators = OpenAICompletion.__pydantic_decorators__.model_validators
+    assert {"_normalize_openai_fields", "_init_clients"} <= set(validators)
+    assert validators["_init_clients"].info.mode == "after"
+    for name in ("_get_client_params", "_build_sync_client", "_build_async_client"):
+        assert callable(getattr(OpenAICompletion, name)), name
+    for name in ("_get_sync_client", "_get_async_client"):
+        assert callable(getattr(OpenAICompletion, name)), name
+    assert {"_client", "_async_client"} <= set(OpenAICompletion.__private_attributes__)
 
+    fresh = CrewdashOpenAI(
+        model="crewdash-demo", base_url=demo_server.base_url, api_key="k", max_retries=0
+    )
+    assert sync_client_slot(fresh) == (True, None), "clients were built at construction"  # type: ignore[arg-type]
+    assert fresh._async_client is None
     seen: list[str] = []
     client = OpenAI(
         api_key="k",
@@ -170,10 +193,13 @@ def test_crewai_still_has_the_client_slot_we_write_and_uses_what_we_put_there(
         http_client=httpx.Client(event_hooks={"request": [lambda r: seen.append(str(r.url))]}),
     )
     with client:
-        set_sync_client(fresh, client)
+        set_sync_client(fresh, client)  # type: ignore[arg-type]
         assert fresh.call("Reply with exactly: pong")
+        fresh._client = None  # CrewAI emptying its slot gets crewdash's client back
+        assert fresh._get_sync_client() is client
     assert seen and seen[0].startswith(demo_server.base_url), "CrewAI ignored our client"
 
     built = build_llm(LLMSettings(), demo_server.base_url)
     has_slot, shared = sync_client_slot(built)
-    assert has_slot and shared is not None  # build_llm filled it with the shared client
+    assert isinstance(built, CrewdashOpenAI) and has_slot and shared is not None
+    assert built._async_client is None  # type: ignore[attr-defined]

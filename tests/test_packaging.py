@@ -22,7 +22,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from crewdash.config import source_checkout
+from crewdash.base.config import source_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 180  # generous: each step is a few seconds on an idle machine
@@ -62,7 +62,7 @@ def test_the_pins_fall_within_the_declared_dependencies() -> None:
             assert declared[name].specifier.contains(version), (file, name, version)
     for module in ("tenacity", "portalocker"):  # imported by crewdash itself
         assert module in _pins("requirements.txt")
-    assert project["scripts"] == {"crewdash": "crewdash.cli:main"}
+    assert project["scripts"] == {"crewdash": "crewdash.cli.main:main"}
 
 
 def test_a_checkout_is_told_from_an_installed_package(tmp_path: Path) -> None:
@@ -123,9 +123,9 @@ def test_the_installed_package_carries_its_blueprints_prices_and_migrations(
     venv: Path, tmp_path: Path
 ) -> None:
     probe = (
-        "import json, crewdash, crewdash.config as c, crewdash.store as s\n"
-        "from crewdash.blueprints import builtin_blueprint\n"
-        "from crewdash.pricing import price_for\n"
+        "import json, crewdash, crewdash.base.config as c, crewdash.store.history as s\n"
+        "from crewdash.blueprints.catalog import builtin_blueprint\n"
+        "from crewdash.model.pricing import price_for\n"
         "print(json.dumps({'package': crewdash.__file__, 'checkout': c.CHECKOUT,"
         " 'crews': str(c.CREWS_DIR), 'blueprints': [builtin_blueprint(n).name"
         " for n in ('research', 'timing')], 'price': price_for('gpt-4o-mini') is not None,"
@@ -152,3 +152,15 @@ def test_the_crewdash_command_runs_from_another_directory(venv: Path, tmp_path: 
     done = _run([crewdash, "run", "y", "--latency", "0"], cwd=tmp_path)  # kept in ./data/
     assert "1/1 succeeded" in done.stdout
     assert (tmp_path / "data" / "crewdash.db").is_file()
+
+
+def test_every_test_has_a_time_limit() -> None:
+    """pytest-timeout is installed and configured: a test waiting on something that never comes
+    fails alone rather than hanging CI until its overall limit."""
+    import tomllib
+
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert 0 < int(options["timeout"]) <= 900
+    pins = (ROOT / "requirements-dev.txt").read_text().splitlines()
+    assert any(line.startswith("pytest-timeout==") for line in pins)
+    import pytest_timeout  # noqa: F401 - the plugin that reads the option

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from crewdash.pitfalls import DEMOS, TITLES, PitfallResult, run_pitfalls
+from crewdash.bench.pitfalls import DEMOS, TITLES, PitfallResult, run_pitfalls
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from crewdash.batch import Batch, TokenUsage
-from crewdash.errors import SettingsError
-from crewdash.exports import export
-from crewdash.pricing import Price, batch_cost, cost, crew_cost, price_for, prices
+from crewdash.base.errors import SettingsError
+from crewdash.model.batch import Batch, TokenUsage
+from crewdash.model.pricing import Price, batch_cost, cost, crew_cost, price_for, prices
+from crewdash.present.exports import export
 
 
 def test_built_in_prices_cover_common_models() -> None:

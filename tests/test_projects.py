@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState, Span
-from crewdash.blueprints import describe_blueprints, list_blueprints, load_blueprint
-from crewdash.demo_llm import DemoLLMServer, LatencyProfile
-from crewdash.errors import BlueprintError
-from crewdash.llm import LLMSettings
-from crewdash.projects import ProjectBlueprint
-from crewdash.runner import Runner, RunSettings
+from crewdash.base.errors import BlueprintError
+from crewdash.blueprints.catalog import describe_blueprints, list_blueprints, load_blueprint
+from crewdash.blueprints.projects.blueprint import ProjectBlueprint
+from crewdash.demo.profiles import LatencyProfile
+from crewdash.demo.server import DemoLLMServer
+from crewdash.engine.plans import RunSettings
+from crewdash.engine.runner import Runner
+from crewdash.model.batch import BatchSnapshot, CrewSnapshot, CrewState, Span
+from crewdash.providers.llm import LLMSettings
 from tests.broken_projects import write_broken_projects, write_flaky_project
 from tests.conftest import finish
 

@@ -4,8 +4,11 @@ the runner stopped as SIGTERM stops it, then a second runtime on the same databa
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +16,56 @@ import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
-from crewdash.batch import Batch, CrewState
-from crewdash.checkpoints import CheckpointRow
-from crewdash.cli import main
-from crewdash.demo_llm import DemoLLMServer, LatencyProfile
-from crewdash.errors import BatchElsewhereError, UnknownBatchError
-from crewdash.exports import export
-from crewdash.llm import LLMSettings
-from crewdash.resume import ResumeError, resume
-from crewdash.runner import RunSettings
+from crewdash.base.errors import BatchElsewhereError, UnknownBatchError
+from crewdash.cli.main import main
+from crewdash.demo.profiles import LatencyProfile, ProfileKind
+from crewdash.demo.server import DemoLLMServer
+from crewdash.engine.checkpoints import CheckpointSink
+from crewdash.engine.plans import RunSettings
+from crewdash.engine.resume import ResumeError, resume
+from crewdash.model.batch import Batch, CrewState
+from crewdash.present.exports import export
+from crewdash.providers.llm import LLMSettings
 from crewdash.runtime import Liveness, Runtime
-from crewdash.store import Store
+from crewdash.store.history import Store
+from crewdash.store.tables import CheckpointRow
 
 CREWS = Path(__file__).parent / "resume_crews"
 LATENCY = 0.3
+FIRST_STEP = "Outline the main questions"  # three_step's first task (resume_crews/three_step)
+HELD_S = 300.0  # longer than any wait of these tests: a held call ends when its crew is stopped
+
+
+@dataclass(frozen=True)
+class HeldProfile(LatencyProfile):
+    """The demo model at a fixed `LATENCY`; while `hold` is set, a three_step crew's calls after
+    its first task wait `HELD_S` instead. The test sets the pace, not the machine: every crew
+    checkpoints its first step and none gets further, however slow or busy the machine is, until
+    the test stops the runtime (which cancels the held calls)."""
+
+    kind: ProfileKind = "fixed"
+    seconds: float = LATENCY
+    hold: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+
+    def ttft_for(self, key: str) -> float:
+        if self.hold.is_set() and FIRST_STEP not in key:
+            return HELD_S
+        return super().ttft_for(key)
+
+
+def held_demo() -> DemoLLMServer:
+    return DemoLLMServer(HeldProfile())
+
+
+@contextmanager
+def held(demo: DemoLLMServer) -> Iterator[None]:
+    """Inside, crews started on `demo` stop after their first step (see `HeldProfile`)."""
+    assert isinstance(demo.profile, HeldProfile), "start the demo model with held_demo()"
+    demo.profile.hold.set()
+    try:
+        yield
+    finally:
+        demo.profile.hold.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +76,7 @@ def resume_crews(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def demo() -> Iterator[DemoLLMServer]:
     """A demo model outside the runtimes, so its request count outlives them."""
-    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=LATENCY)) as server:
+    with held_demo() as server:
         yield server
 
 
@@ -58,21 +97,23 @@ def checkpointed(store: Store, batch_id: str) -> dict[str, int]:
 
 
 def interrupt_after_checkpoints(
-    rt: Runtime, blueprint: str, topics: list[str], at_least: int
+    rt: Runtime, demo: DemoLLMServer, topics: list[str]
 ) -> tuple[str, dict[str, int]]:
-    """Start a batch, and stop the runtime (as SIGTERM does) once every crew has checkpointed
-    `at_least` steps and none has ended."""
+    """Start a three_step batch on `demo` (a `held_demo()`), and stop the runtime (as SIGTERM
+    does) once every crew has checkpointed its first step: the demo model holds every later
+    call until then, so no crew can end first."""
     assert rt.store is not None
-    batch_id = rt.runner.submit(blueprint, topics, rt.default_settings)
-    deadline = time.time() + 30
-    while True:
-        steps = checkpointed(rt.store, batch_id)
-        if len(steps) == len(topics) and min(steps.values()) >= at_least:
-            break
-        assert time.time() < deadline, f"no checkpoints: {steps}"
-        time.sleep(0.02)
-    url = rt.store.engine.url.render_as_string(hide_password=False)
-    rt.close()
+    with held(demo):
+        batch_id = rt.runner.submit("three_step", topics, rt.default_settings)
+        deadline = time.monotonic() + 120  # generous: a loaded two-core machine is slow
+        while True:
+            steps = checkpointed(rt.store, batch_id)
+            if len(steps) == len(topics) and min(steps.values()) >= 1:
+                break
+            assert time.monotonic() < deadline, f"no checkpoints: {steps}"
+            time.sleep(0.02)
+        url = rt.store.engine.url.render_as_string(hide_password=False)
+        rt.close()
     # a crew may finish one more task between the look above and the stop: read what was kept
     store = Store(url)
     steps = checkpointed(store, batch_id)
@@ -91,7 +132,7 @@ def test_a_stopped_batch_resumes_without_paying_again_for_finished_tasks(
     topics = ["EV batteries", "Solid-state cells", "Heat pumps", "Tidal power"]
     first = runtime(url, demo)
     before = demo.stats.requests
-    batch_id, _ = interrupt_after_checkpoints(first, "three_step", topics, at_least=1)
+    batch_id, _ = interrupt_after_checkpoints(first, demo, topics)
     store = Store(url)
     stopped = store.load(batch_id)
     assert stopped is not None
@@ -136,7 +177,7 @@ def test_an_unreadable_checkpoint_is_offered_a_rerun_not_resumed(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'history.db'}"
     first = runtime(url, demo)
-    batch_id, steps = interrupt_after_checkpoints(first, "three_step", ["a", "b", "c"], 1)
+    batch_id, steps = interrupt_after_checkpoints(first, demo, ["a", "b", "c"])
     broken, gone, fine = sorted(steps)
     store = Store(url)
     with store.engine.begin() as conn:
@@ -179,7 +220,7 @@ def test_a_changed_blueprint_is_offered_a_rerun_with_the_reason(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'history.db'}"
     first = runtime(url, demo)
-    batch_id, _ = interrupt_after_checkpoints(first, "three_step", ["a"], at_least=1)
+    batch_id, _ = interrupt_after_checkpoints(first, demo, ["a"])
     changed = tmp_path / "crews" / "three_step" / "config"
     changed.mkdir(parents=True)
     for name in ("agents.yaml", "tasks.yaml"):
@@ -200,7 +241,7 @@ def test_a_changed_blueprint_is_offered_a_rerun_with_the_reason(
 
 
 def test_checkpoints_hold_no_key_and_are_pruned_when_a_crew_ends(
-    tmp_path: Path, demo: DemoLLMServer
+    tmp_path: Path, demo: DemoLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path / 'history.db'}"
     rt = runtime(url, demo)
@@ -214,12 +255,21 @@ def test_checkpoints_hold_no_key_and_are_pruned_when_a_crew_ends(
         )
     )
     assert rt.store is not None
-    batch_id = rt.runner.submit("three_step", ["keys"], settings)
+    store = rt.store
     seen: list[str] = []
+    write = CheckpointSink.write
+
+    def read_back(sink: CheckpointSink, payload: str, kind: str, root: str) -> None:
+        """Every checkpoint as the database holds it right after its write (a look from another
+        thread could miss one on a busy machine: the crew ends and prunes it first)."""
+        write(sink, payload, kind, root)
+        with store.engine.connect() as conn:
+            seen.extend(p for (p,) in conn.execute(text("select payload from crew_checkpoints")))
+
+    monkeypatch.setattr(CheckpointSink, "write", read_back)
+    batch_id = rt.runner.submit("three_step", ["keys"], settings)
     try:
-        while not rt.runner.batch(batch_id).wait(0.01):
-            with rt.store.engine.connect() as conn:
-                seen += [p for (p,) in conn.execute(text("select payload from crew_checkpoints"))]
+        assert rt.runner.batch(batch_id).wait(120), "the crew did not finish"
         with rt.store.engine.connect() as conn:
             settings_row = conn.execute(text("select settings from resume_batches")).scalar()
     finally:
@@ -237,9 +287,7 @@ def test_the_cli_resumes_a_batch_and_the_exports_mark_restored_tasks(
     tmp_path: Path, demo: DemoLLMServer, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     url = f"sqlite:///{tmp_path / 'history.db'}"
-    batch_id, steps = interrupt_after_checkpoints(
-        runtime(url, demo), "three_step", ["cli one", "cli two"], at_least=1
-    )
+    batch_id, steps = interrupt_after_checkpoints(runtime(url, demo), demo, ["cli one", "cli two"])
     monkeypatch.setenv("DATABASE_URL", url)
     one, other = sorted(steps)
     assert main(["resume", batch_id, "--run-id", one]) == 0  # one crew
@@ -266,21 +314,20 @@ def test_auto_resume_on_start_resumes_a_batch_once(
     tmp_path: Path, demo: DemoLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path / 'history.db'}"
-    batch_id, _ = interrupt_after_checkpoints(
-        runtime(url, demo), "three_step", ["auto one", "auto two"], at_least=1
-    )
+    batch_id, _ = interrupt_after_checkpoints(runtime(url, demo), demo, ["auto one", "auto two"])
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("CREWDASH_AUTO_RESUME", "1")
-    rt = Runtime.from_env()
-    try:
-        assert len(rt.auto_resumed) == 1 and batch_id in rt.auto_resumed[0]
-        assert (
-            rt.runner.batch(batch_id).snapshot().count(CrewState.QUEUED)
-            + rt.runner.batch(batch_id).snapshot().count(CrewState.RUNNING)
-            == 2
-        )
-    finally:
-        rt.close()  # stopped again before its crews finished: interrupted again
+    with held(demo):  # the resumed crews cannot finish before the stop below
+        rt = Runtime.from_env()
+        try:
+            assert len(rt.auto_resumed) == 1 and batch_id in rt.auto_resumed[0]
+            assert (
+                rt.runner.batch(batch_id).snapshot().count(CrewState.QUEUED)
+                + rt.runner.batch(batch_id).snapshot().count(CrewState.RUNNING)
+                == 2
+            )
+        finally:
+            rt.close()  # stopped again before its crews finished: interrupted again
     store = Store(url)
     again = store.load(batch_id)
     store.close()

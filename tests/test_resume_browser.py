@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from crewdash.demo_llm import DemoLLMServer, LatencyProfile
 from tests.browser import streamlit_app
-from tests.test_resume import CREWS, interrupt_after_checkpoints, runtime
+from tests.test_resume import CREWS, held_demo, interrupt_after_checkpoints, runtime
 
 MAIN = "[data-testid='stMain']"
 
@@ -22,9 +21,9 @@ def test_the_history_page_resumes_an_interrupted_batch(
 ) -> None:
     monkeypatch.setenv("CREWDASH_CREWS_DIR", str(CREWS))
     url = f"sqlite:///{tmp_path / 'history.db'}"  # the dashboard's database (streamlit_app)
-    with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0.3)) as demo:
+    with held_demo() as demo:
         batch_id, steps = interrupt_after_checkpoints(
-            runtime(url, demo), "three_step", ["page one", "page two"], at_least=1
+            runtime(url, demo), demo, ["page one", "page two"]
         )
         restored = sum(steps.values())
         log = tmp_path / "server.log"

@@ -7,12 +7,20 @@ from collections import Counter
 import httpx
 import pytest
 
-from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState
-from crewdash.demo_llm import DemoLLMServer, FailureRates, LatencyProfile
-from crewdash.errors import RetryBudgetSpent
-from crewdash.llm import LLMSettings
-from crewdash.retries import RateLimiter, ResilientTransport, RetryBudget, RetryPolicy, crew_budget
-from crewdash.runner import Runner, RunSettings
+from crewdash.base.errors import RetryBudgetSpent
+from crewdash.demo.profiles import FailureRates, LatencyProfile
+from crewdash.demo.server import DemoLLMServer
+from crewdash.engine.plans import RunSettings
+from crewdash.engine.runner import Runner
+from crewdash.model.batch import BatchSnapshot, CrewSnapshot, CrewState
+from crewdash.providers.llm import LLMSettings
+from crewdash.providers.retries import (
+    RateLimiter,
+    ResilientTransport,
+    RetryBudget,
+    RetryPolicy,
+    crew_budget,
+)
 
 BODY = {"messages": [{"role": "user", "content": "Reply with exactly: ok"}]}
 
@@ -149,6 +157,7 @@ def took(crew: CrewSnapshot) -> float:
     return crew.finished_at - crew.started_at
 
 
+@pytest.mark.usefixtures("openai_env")
 def test_a_crew_that_keeps_failing_spends_one_budget_across_crewai_reissues(
     demo_server: DemoLLMServer,
 ) -> None:
@@ -168,6 +177,7 @@ def test_a_crew_that_keeps_failing_spends_one_budget_across_crewai_reissues(
     assert sum(1 for s in crew.spans if s.kind == "retry") == 3  # each wait in the timeline
 
 
+@pytest.mark.usefixtures("openai_env")
 def test_a_hung_call_is_cut_at_the_per_call_timeout_and_says_timeout() -> None:
     hang = FailureRates(rate_hang=1.0, hang_s=120)
     with DemoLLMServer(LatencyProfile(kind="fixed", seconds=0), failures=hang) as server:

@@ -1,15 +1,16 @@
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from crewdash.batch import Batch, CrewState
-from crewdash.demo_llm import LatencyProfile
-from crewdash.errors import SettingsError
-from crewdash.runner import RunSettings
+from crewdash.base.errors import SettingsError
+from crewdash.demo.profiles import LatencyProfile
+from crewdash.engine.plans import RunSettings
+from crewdash.model.batch import Batch, CrewState
 from crewdash.runtime import Liveness, Runtime, demo_profile_from_env, liveness_from_env
-from crewdash.store import Store
+from crewdash.store.history import Store
 from tests.leaks import held, settled
 
 
@@ -143,9 +144,57 @@ def test_a_runtime_with_a_users_crews_folder_warms_up_on_the_built_in_timing(
 ) -> None:
     (tmp_path / "mine" / "config").mkdir(parents=True)
     monkeypatch.setenv("CREWDASH_CREWS_DIR", str(tmp_path))
-    rt = Runtime.from_env({"CREWDASH_DEMO_LATENCY": "0.1"})
+    monkeypatch.setenv("CREWDASH_DEMO_LATENCY", "0.1")
+    rt = Runtime.from_env()  # this environment, read once
     try:
         rt.warm_up().result(60)
         assert rt.demo is not None and rt.demo.stats.requests == 1
     finally:
         rt.close()
+
+
+def test_a_runtime_reads_the_settings_once_and_its_layers_use_them_while_it_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`from_env` reads the environment once; the calls that take no argument (a model call's
+    timeout, the prices, the outputs folder) use what it read until it closes, then read the
+    environment themselves again."""
+    import crewdash.base.settings as settings_module
+    import crewdash.runtime as runtime_module
+    from crewdash.base.config import outputs_dir
+    from crewdash.base.settings import installed_settings
+    from crewdash.model.pricing import prices
+    from crewdash.providers.llm import LLMSettings
+
+    reads: list[object] = []
+    real = settings_module.load_settings
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(settings_module, "load_settings", counted)
+    monkeypatch.setattr(runtime_module, "load_settings", counted)
+    env = {
+        "CREWDASH_DEMO_LATENCY": "0.05",
+        "CREWDASH_LLM_TIMEOUT": "12",
+        "CREWDASH_OUTPUTS_DIR": str(tmp_path / "outputs"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'history.db'}",
+    }
+    rt = Runtime.from_env(env)
+    try:
+        assert reads == [None]  # every variable, once
+        assert installed_settings() is rt.settings
+        monkeypatch.setenv("CREWDASH_LLM_TIMEOUT", "99")  # too late for this process
+        assert LLMSettings().timeout_s == 12
+        assert rt.default_settings.llm.timeout_s == 12
+        assert outputs_dir() == tmp_path / "outputs"
+        assert "gpt-4o" in prices()
+        batch_id = rt.runner.submit("timing", ["once"], rt.default_settings)
+        assert rt.runner.batch(batch_id).wait(30)
+        assert rt.runner.snapshot(batch_id).crews[0].state is CrewState.SUCCEEDED
+        assert reads == [None]  # a batch, its model calls and prices read nothing again
+    finally:
+        rt.close()
+    assert installed_settings() is None
+    assert LLMSettings().timeout_s == 99  # no runtime: the environment, as before

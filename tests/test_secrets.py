@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from crewdash.demo_llm import DemoLLMServer
-from crewdash.exports import FORMATS, export
-from crewdash.llm import LLMSettings
-from crewdash.runner import Runner, RunSettings
-from crewdash.store import Store
+from crewdash.demo.server import DemoLLMServer
+from crewdash.engine.plans import RunSettings
+from crewdash.engine.runner import Runner
+from crewdash.present.exports import FORMATS, export
+from crewdash.providers.llm import LLMSettings
+from crewdash.store.history import Store
 
 SENTINEL = "sk-SENTINEL-4f1c9e2a7b"
 

@@ -1,4 +1,5 @@
-"""The one settings object: typed, validated, documented in the README, the only env reader."""
+"""The one settings object: typed, validated, documented in docs/configuration.md, the only env
+reader."""
 
 import ast
 import re
@@ -7,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from crewdash.errors import SettingsError
-from crewdash.ray_backend import RaySettings
-from crewdash.settings import VARIABLES, Settings, load_settings
+from crewdash.base.errors import SettingsError
+from crewdash.base.settings import VARIABLES, Settings, load_settings
+from crewdash.engine.backends.ray import RaySettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,17 +69,18 @@ def test_secrets_are_never_shown() -> None:
 
 
 def test_ray_settings_parse_through_the_settings() -> None:
-    assert RaySettings.from_env({}) == RaySettings(address=None, workers=2)
-    parsed = RaySettings.from_env({"RAY_ADDRESS": " ray://h:10001 ", "CREWDASH_RAY_WORKERS": "4"})
+    assert RaySettings.from_settings(load_settings({})) == RaySettings(address=None, workers=2)
+    env = {"RAY_ADDRESS": " ray://h:10001 ", "CREWDASH_RAY_WORKERS": "4"}
+    parsed = RaySettings.from_settings(load_settings(env))
     assert parsed == RaySettings(address="ray://h:10001", workers=4)
     with pytest.raises(SettingsError, match="CREWDASH_RAY_WORKERS must be a whole number"):
-        RaySettings.from_env({"CREWDASH_RAY_WORKERS": "two"})
+        RaySettings.from_settings(load_settings({"CREWDASH_RAY_WORKERS": "two"}))
 
 
 def _readme_table() -> dict[str, str]:
-    """Variable -> default cell of README.md's "## Configuration" table."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    """Variable -> default cell of docs/configuration.md's "## Environment variables" table."""
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    section = text.split("\n## Environment variables\n", 1)[1].split("\n## ", 1)[0]
     table: dict[str, str] = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -105,19 +107,19 @@ def _shown_default(name: str) -> str:
 def test_the_readme_configuration_table_is_the_settings_object() -> None:
     table = _readme_table()
     for variable, field in VARIABLES.items():
-        assert variable in table, f"{variable} is missing from README's configuration table"
+        assert variable in table, f"{variable} is missing from docs/configuration.md's table"
         assert table[variable] == _shown_default(field), variable
     unknown = sorted(set(table) - set(VARIABLES))
-    assert not unknown, f"the README names variables that are no setting: {unknown}"
+    assert not unknown, f"docs/configuration.md names variables that are no setting: {unknown}"
     for info in Settings.model_fields.values():
         assert info.description, info.alias
 
 
 # Writes to the environment and environments handed to a subprocess, not settings read.
 ALLOWED_ENVIRON = {
-    ("crewdash/settings.py", "load_settings"),  # the one reader
-    ("crewdash/config.py", "silence_telemetry"),  # writes CrewAI's and OpenTelemetry's variables
-    ("crewdash/cli.py", "_make_backend"),  # this environment plus a runner choice, passed on
+    ("crewdash/base/settings.py", "load_settings"),  # the one reader
+    ("crewdash/__init__.py", "_quiet_crewai"),  # writes CrewAI's and OpenTelemetry's variables
+    ("crewdash/cli/main.py", "_make_backend"),  # this environment plus a runner choice, passed on
 }
 
 
@@ -155,15 +157,56 @@ def test_no_module_but_settings_reads_the_environment() -> None:
         p for folder in ("crewdash", "ui", "pages") for p in sorted((ROOT / folder).rglob("*.py"))
     ]
     uses = [u for f in files for u in _environ_uses(f)]
-    assert {(f, fn) for f, fn, _ in uses} >= {("crewdash/settings.py", "load_settings")}
+    assert {(f, fn) for f, fn, _ in uses} >= {("crewdash/base/settings.py", "load_settings")}
     stray = [u for u in uses if (u[0], u[1]) not in ALLOWED_ENVIRON]
-    assert not stray, f"read settings through crewdash.settings.load_settings, not: {stray}"
+    assert not stray, f"read settings through crewdash.base.settings.load_settings, not: {stray}"
+
+
+# Who may call `load_settings`: the reader itself and the start-ups (composition roots). The API's
+# start-up is listed whole for now; everything below them asks `process_settings`.
+READ_AT_START = (
+    "crewdash/base/settings.py",  # the one reader
+    "crewdash/runtime.py",  # the composition root
+    "crewdash/cli/",  # the CLI's start-up
+    "crewdash/api/",  # the API's start-up
+    "ui/session.py",  # the page's composition
+)
+
+
+def _load_settings_uses(path: Path) -> list[tuple[str, int]]:
+    """(file, line) of every call, import or other mention of `load_settings` in `path`."""
+    relative = path.relative_to(ROOT).as_posix()
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.Attribute):
+            names = [node.attr]
+        else:
+            continue
+        if "load_settings" in names:
+            found.append((relative, node.lineno))
+    return found
+
+
+def test_only_the_start_ups_read_the_settings() -> None:
+    """Settings are read once, at start-up, and handed down (or installed for the calls that
+    take no argument): no lower module reads them on its own, on a hot path or not."""
+    files = [ROOT / "app.py"] + [
+        p for folder in ("crewdash", "ui", "pages") for p in sorted((ROOT / folder).rglob("*.py"))
+    ]
+    uses = [u for f in files for u in _load_settings_uses(f)]
+    assert any(f == "crewdash/runtime.py" for f, _ in uses)  # the test sees what it looks for
+    stray = [u for u in uses if not u[0].startswith(READ_AT_START)]
+    assert not stray, f"take the settings from the composition root, not load_settings: {stray}"
 
 
 def test_the_demo_profile_choices_are_the_demo_servers_kinds() -> None:
     from typing import get_args
 
-    from crewdash.demo_llm import PROFILE_KINDS
+    from crewdash.demo.profiles import PROFILE_KINDS
 
     choices, _none = get_args(Settings.model_fields["demo_profile"].annotation)
     assert get_args(choices) == PROFILE_KINDS

@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from crewdash.batch import Batch, CrewState, Span, TaskResult, TokenUsage
-from crewdash.errors import BatchElsewhereError, UnknownBatchError
-from crewdash.runner import Runner
-from crewdash.store import BatchSummary, Store, StoreError
+from crewdash.base.errors import BatchElsewhereError, UnknownBatchError
+from crewdash.engine.runner import Runner
+from crewdash.model.batch import Batch, CrewState, Span, TaskResult, TokenUsage
+from crewdash.model.summary import BatchSummary
+from crewdash.store.history import Store, StoreError
 
 POSTGRES_URL = os.environ.get(
     "CREWDASH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -72,15 +73,15 @@ def test_migrations_create_the_schema(store: Store) -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from crewdash.store import MIGRATIONS
+    from crewdash.store.history import MIGRATIONS
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     head = ScriptDirectory.from_config(config).get_current_head()  # one head: a straight chain
     with store.engine.connect() as conn:
         assert conn.execute(text("select version_num from alembic_version")).scalar() == head
-        assert head == "0007"  # 0005, 0008, 0009, 0006 (first token), 0007 (budget)
-        tables = {"experiments", "experiment_cells", "llm_cache"}
+        assert head == "0010"  # 0005, 0008, 0009, 0006 (first token), 0007 (budget), 0010
+        tables = {"experiments", "experiment_cells", "llm_cache", "api_tokens", "audit_log"}
         for table in tables:
             assert conn.execute(text(f"select count(*) from {table}")).scalar() == 0
 

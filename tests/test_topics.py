@@ -1,7 +1,7 @@
 import pytest
 
-from crewdash.errors import TopicError
-from crewdash.topics import parse_topics
+from crewdash.base.errors import TopicError
+from crewdash.model.topics import parse_topics
 
 
 def test_one_per_line_in_order() -> None:

@@ -5,10 +5,15 @@ Shared by the pages that show a batch; reads only the immutable snapshot it is g
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
-from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState
-from crewdash.charts import (
+from crewdash.base.config import outputs_dir
+from crewdash.base.run_context import crew_file
+from crewdash.model.batch import STOPPED_STATES, BatchSnapshot, CrewSnapshot, CrewState
+from crewdash.model.pricing import batch_cost
+from crewdash.present.charts import (
     crew_label,
     latency_figure,
     status_table,
@@ -16,16 +21,26 @@ from crewdash.charts import (
     tokens_figure,
     ttft_figure,
 )
-from crewdash.config import outputs_dir
-from crewdash.exports import FORMATS, export
-from crewdash.pricing import batch_cost
-from crewdash.run_context import crew_file
+from crewdash.present.exports import FORMATS, export
 from ui.governor_view import render_spend
+from ui.text import code, plain, render_answer
 
 REFRESH_SECONDS = 0.75
 
 
-def render_headline(snap: BatchSnapshot) -> None:
+def state_words(snap: BatchSnapshot) -> str:
+    """The batch's state for people: a batch stopped from outside "ended", only one whose crews
+    all ran to their end "finished" (`crewdash.model.batch.batch_state` is the rule)."""
+    state = snap.state
+    if state == "running":
+        return "running"
+    return f"{'ended' if state in STOPPED_STATES else 'finished'}: {state.replace('_', ' ')}"
+
+
+def render_headline(snap: BatchSnapshot, per_row: int = 6) -> None:
+    """The batch's figures; `per_row` < 6 wraps them (a half-width column truncates six).
+    While the batch runs, the figures that still move say "so far"."""
+    so_far = "" if snap.done else " so far"
     done = sum(1 for c in snap.crews if c.state.final)  # every ending, not only success/failure
     always = (CrewState.RUNNING, CrewState.QUEUED, CrewState.FAILED)
     rest = (
@@ -35,58 +50,83 @@ def render_headline(snap: BatchSnapshot) -> None:
         CrewState.BUDGET_EXCEEDED,
     )
     counts = [(state, snap.count(state)) for state in (*always, *rest)]
-    cols = st.columns(6)
-    cols[0].metric(
-        "Crews finished",
-        f"{done} / {len(snap.crews)}",
+    cols = [c for _ in range(0, 6, per_row) for c in st.columns(per_row)]
+    over = snap.state != "running"
+    cols[0].metric(  # once over, what counts is how many answered; `state_words` says how
+        "Crews succeeded" if over else "Crews done",
+        f"{snap.count(CrewState.SUCCEEDED) if over else done} / {len(snap.crews)}",
         help=", ".join(
             f"{n} {state.value.replace('_', ' ')}" for state, n in counts if n or state in always
         ),
     )
     cols[1].metric(
-        "Batch wall time", f"{snap.wall_s:.2f} s", help="From Run to the last crew's finish."
+        f"Batch wall time{so_far}",
+        f"{snap.wall_s:.2f} s",
+        help="From Run to the last crew's end.",
     )
     cols[2].metric(
-        "Sum of crew times",
+        "Crew times so far" if so_far else "Sum of crew times",  # six fit at 1440 px
         f"{snap.sum_crew_s:.2f} s",
         help="What the same crews would take one after another.",
     )
-    cols[3].metric("Speedup", f"{snap.speedup:.1f}×", help="Sum of crew times ÷ wall time.")
-    cols[4].metric("Tokens", f"{snap.tokens.total:,}")
+    cols[3].metric(
+        f"Speedup{so_far}",
+        "n/a" if snap.speedup is None else f"{snap.speedup:.1f}×",
+        help="Sum of crew times ÷ wall time."
+        if snap.speedup is not None
+        else "No crew succeeded: there is no speedup to speak of.",
+    )
+    cols[4].metric(f"Tokens{so_far}", f"{snap.tokens.total:,}")
     cost = batch_cost(snap)
     cols[5].metric(
-        "Cost",
+        f"Cost{so_far}",
         "n/a" if cost is None else f"${cost:.4f}",
         help="From prices.yaml (extend with CREWDASH_PRICES_FILE)."
         if cost is not None
-        else f"No price for {snap.model or 'this model'}: add it "
+        else f"No price for {plain(snap.model or 'this model')}: add it "
         "to prices.yaml or your CREWDASH_PRICES_FILE.",
     )
 
 
-def render_batch(snap: BatchSnapshot) -> None:
-    state_word = "finished" if snap.done else "running"
+def status_columns() -> dict[str, Any]:
+    """The status table's columns, narrow enough that tokens, cost and TTFT show at 1440 px
+    without a horizontal scroll: the step ("done" for most crews) gets a small column."""
+    number = st.column_config.NumberColumn
+    return {
+        "#": number(width=40),
+        "Topic": st.column_config.TextColumn(width="medium"),
+        "State": st.column_config.TextColumn(width=90),
+        "Step": st.column_config.TextColumn(width=110),
+        "Start (s)": number("Start", format="%.2f", width=60, help="seconds after Run"),
+        "Duration (s)": number("Dur. (s)", format="%.2f", width=70),
+        "LLM calls": number("Calls", width=50),
+        "Restored tasks": number("Restored", width=70),
+        "Tokens": number(width=70),
+        "Cost ($)": number(format="%.6f", width=80),
+        "TTFT (s)": number(format="%.2f", width=70),
+        "Tokens/s": number(format="%.0f", width=70),
+    }
+
+
+def render_batch_top(snap: BatchSnapshot) -> None:
+    """The caption, budget and headline figures: what a presenter must see first."""
+    state_word = state_words(snap)
     st.caption(
-        f"Batch `{snap.batch_id}` · blueprint **{snap.blueprint}** · {snap.model_label} · "
+        f"Batch {code(snap.batch_id)} · blueprint **{plain(snap.blueprint)}** · "
+        f"{plain(snap.model_label)} · "
         f"up to {snap.max_concurrency} crews at once · {state_word}"
     )
     render_spend(snap)
     render_headline(snap)
+
+
+def render_batch_rest(snap: BatchSnapshot) -> None:
+    """The status line and table, the charts and the finished answers."""
     st.markdown(" · ".join(f"**{snap.count(state)}** {state.value}" for state in CrewState))
-    st.dataframe(
-        status_table(snap),
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "Start (s)": st.column_config.NumberColumn(format="%.2f"),
-            "Duration (s)": st.column_config.NumberColumn(format="%.2f"),
-            "Cost ($)": st.column_config.NumberColumn(format="%.6f"),
-            "TTFT (s)": st.column_config.NumberColumn(format="%.2f"),
-            "Tokens/s": st.column_config.NumberColumn(format="%.0f"),
-            "Topic": st.column_config.TextColumn(width="medium"),
-            "Step": st.column_config.TextColumn(width="large"),
-        },
-    )
+    table = status_table(snap)
+    if not table.empty and not table["Restored tasks"].any():
+        table = table.drop(columns="Restored tasks")  # a column of zeros, except after resume
+    st.dataframe(table, hide_index=True, width="stretch", column_config=status_columns())
     timeline, latency, first, tokens = st.tabs(
         ["Timeline", "Crew latency", "Time to first token", "Tokens & cost"]
     )
@@ -98,23 +138,38 @@ def render_batch(snap: BatchSnapshot) -> None:
         st.plotly_chart(ttft_figure(snap), width="stretch", key=f"ttft-{snap.batch_id}")
     with tokens:
         st.plotly_chart(tokens_figure(snap), width="stretch", key=f"tokens-{snap.batch_id}")
+    render_results(snap)
+
+
+def render_batch(snap: BatchSnapshot) -> None:
+    render_batch_top(snap)
+    render_batch_rest(snap)
+
+
+def render_results(snap: BatchSnapshot) -> None:
+    """Every finished crew's answer; a few are open, and one toggle opens all of them."""
     st.subheader("Results")
     finished = [c for c in snap.crews if c.state.final]
     if not finished:
         st.caption("Results appear here as each crew finishes.")
+        return
+    few = len(snap.crews) <= 5
+    open_all = few or st.toggle(
+        f"Expand all {len(finished)} answers", key=f"results.open.{snap.batch_id}"
+    )
     for crew in finished:
         icon = (
             ":material/check_circle:" if crew.state is CrewState.SUCCEEDED else ":material/cancel:"
         )
         with st.expander(
-            f"{crew_label(crew, 80)} · {crew.duration or 0:.2f} s",
+            plain(f"{crew_label(crew, 80)} · {crew.duration or 0:.2f} s"),
             icon=icon,
-            expanded=len(snap.crews) <= 5,
+            expanded=open_all,
         ):
             if crew.state is CrewState.SUCCEEDED:
-                st.markdown(crew.result or "_(empty answer)_")
+                render_answer(crew.result)
             else:
-                st.error(crew.error or "failed")
+                st.error(plain(crew.error or "failed"))
             render_crew_details(snap, crew)
 
 
@@ -122,13 +177,13 @@ def render_crew_details(snap: BatchSnapshot, crew: CrewSnapshot) -> None:
     """A crew's inputs, Flow steps, every task's output and the files its tasks wrote."""
     others = {k: v for k, v in crew.inputs.items() if v != crew.topic}
     if others:
-        st.caption("Inputs: " + " · ".join(f"`{k}` = {v}" for k, v in others.items()))
+        st.caption("Inputs: " + " · ".join(f"{code(k)} = {plain(v)}" for k, v in others.items()))
     steps = [s for s in crew.spans if s.kind == "step"]
     if steps:
         st.caption(
             "Flow steps: "
             + " → ".join(
-                f"{s.name}" + (f" ({s.duration:.2f} s)" if s.duration is not None else "")
+                plain(s.name) + (f" ({s.duration:.2f} s)" if s.duration is not None else "")
                 for s in steps
             )
         )
@@ -136,15 +191,15 @@ def render_crew_details(snap: BatchSnapshot, crew: CrewSnapshot) -> None:
     if len(crew.tasks) > 1 or (crew.tasks and crew.tasks[0].output != crew.result):
         tabs = st.tabs(
             [
-                f"{i}. {t.name}" + (" (restored)" if t.restored else "")
+                f"{i}. {plain(t.name)}" + (" (restored)" if t.restored else "")
                 for i, t in enumerate(crew.tasks, 1)
             ]
         )
         for tab, task in zip(tabs, crew.tasks, strict=True):
             with tab:
                 if task.agent:
-                    st.caption(f"Agent: {task.agent}")
-                st.markdown(task.output or "_(empty output)_")
+                    st.caption(f"Agent: {plain(task.agent)}")
+                render_answer(task.output, "_(empty output)_")
     if crew.files:
         folder = outputs_dir() / snap.batch_id / crew.run_id
         st.caption("Files its tasks wrote:")
@@ -152,10 +207,10 @@ def render_crew_details(snap: BatchSnapshot, crew: CrewSnapshot) -> None:
             try:
                 data = crew_file(folder, name).read_bytes()
             except FileNotFoundError:
-                st.caption(f"`{name}` (no longer on this server)")
+                st.caption(f"{code(name)} (no longer on this server)")
                 continue
             st.download_button(
-                name,
+                plain(name),
                 data,
                 file_name=name.rsplit("/", 1)[-1],
                 key=f"file.{crew.run_id}.{name}",

@@ -3,15 +3,20 @@ the budget, and a gauge per provider governor (requests and tokens left, calls w
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import streamlit as st
 
-from crewdash.batch import BatchSnapshot
-from crewdash.blueprints import BaseBlueprint
-from crewdash.budget import Budget, budget_status, estimate_batch
-from crewdash.errors import SettingsError
-from crewdash.governor import governor_states
-from crewdash.governor_bench import LimitsReport
-from crewdash.llm import LLMSettings
+from crewdash.base.errors import CrewdashError, SettingsError
+from crewdash.bench.governor import LimitsReport
+from crewdash.blueprints.base import BaseBlueprint
+from crewdash.engine.budget import Budget, admits_none, budget_status, estimate_batch
+from crewdash.engine.plans import RunSettings
+from crewdash.model.batch import BatchSnapshot
+from crewdash.providers.governor.registry import governor_states, redis_problem
+from crewdash.providers.llm import LLMSettings
+from ui.session import runtime
+from ui.text import plain
 
 
 def budget_choice() -> Budget | None:
@@ -38,17 +43,35 @@ def render_budget_inputs() -> None:
     )
 
 
-def render_estimate(blueprint: BaseBlueprint, topics: list[str], llm: LLMSettings) -> None:
-    """Calls, tokens and cost of the batch before Run, from the blueprint and prices.yaml."""
+def render_estimate(
+    blueprint: BaseBlueprint,
+    topics: Sequence[str],
+    llm: LLMSettings,
+    inputs: Mapping[str, str] | None = None,
+    fan_out: str | None = None,
+) -> None:
+    """Calls, tokens and cost of the batch before Run (per task, from the inputs, learned from
+    the history), what that assumed, and a warning when the budget typed admits no crew."""
     if not topics:
         return
-    est = estimate_batch(blueprint, topics, llm.model, llm.max_tokens)
+    try:  # the runner's estimate: the one Run checks the budget against
+        est = runtime().runner.estimate(
+            blueprint, topics, RunSettings(llm=llm), inputs=inputs, fan_out=fan_out
+        )
+    except CrewdashError:  # an input left empty: the blueprint's defaults
+        est = estimate_batch(blueprint, topics, llm.model, llm.max_tokens)
     cost = "no price for this model" if est.cost_usd is None else f"${est.cost_usd:,.4f}"
     st.caption(
-        f"Estimate for {est.crews} crew(s): about **{est.calls:,} calls**, "
-        f"**{est.tokens:,} tokens** ({est.per_crew.total:,} per crew), **{cost}**"
-        + ("" if llm.max_tokens else " (answers guessed; set Max tokens for a bound)")
+        f"Estimate for {est.crews} crew(s): {'about' if est.steps_known else 'at least'} "
+        f"**{est.calls:,} calls**, **{est.tokens:,} tokens** ({est.per_crew.total:,} per "
+        f"crew), **{cost}**. Assumed: {est.basis}."
     )
+    try:
+        budget = budget_choice()
+    except SettingsError:
+        return  # reported when Run is pressed
+    if budget is not None and (why := admits_none(budget, est, llm.model)):
+        st.warning(plain(f"Run will be refused: {why}."), icon=":material/savings:")
 
 
 def render_spend(snap: BatchSnapshot) -> None:
@@ -60,12 +83,15 @@ def render_spend(snap: BatchSnapshot) -> None:
     except SettingsError:
         return
     status = budget_status(budget, snap)
-    st.progress(min(1.0, status.share), text=f"Budget: {status.describe()} spent")
+    st.progress(min(1.0, status.share), text=plain(f"Budget: {status.describe()} spent"))
 
 
 def render_gauges() -> None:
-    """One line per provider governor of this server."""
-    states = [s for s in governor_states() if s.rpm or s.tpm or s.waiting]
+    """One line per provider governor of this server, and one warning while Redis is down."""
+    every = governor_states()  # first: reading the windows may start a probe of Redis
+    if (problem := redis_problem()) is not None:
+        st.warning(plain(f"Rate governor: {problem} until Redis answers again."))
+    states = [s for s in every if s.rpm or s.tpm or s.waiting]
     if not states:
         return
     with st.expander("Provider rate limits (rate governor)", expanded=True):
@@ -84,7 +110,7 @@ def render_gauges() -> None:
             cols[2].metric("Calls waiting", s.waiting, help=f"{s.waits} waits, {s.wait_s:.0f} s")
             cols[3].metric("429s", s.http_429, help="Answered 429 despite the governor")
             shared = " · shared through Redis" if s.shared else ""
-            st.caption(f"{s.name}{shared}" + "".join(f" · {n}" for n in s.notes[-2:]))
+            st.caption(plain(f"{s.name}{shared}" + "".join(f" · {n}" for n in s.notes[-2:])))
 
 
 def render_limits_report(report: LimitsReport) -> None:

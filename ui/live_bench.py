@@ -17,7 +17,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from crewdash.batch import BatchSnapshot
+from crewdash.model.batch import BatchSnapshot
 
 
 def _live_section() -> None:  # runs as the AppTest script

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from crewdash.batch import BatchSnapshot
-from crewdash.charts import crew_label
-from crewdash.errors import CrewdashError
-from crewdash.resume import interrupted, plan, resume
+from crewdash.base.errors import CrewdashError
+from crewdash.engine.resume import interrupted, plan, resume
+from crewdash.model.batch import BatchSnapshot
+from crewdash.present.charts import crew_label
+from ui.people import audit, person
 from ui.session import runtime
+from ui.text import plain
 
 
 def render_resume(snap: BatchSnapshot, where: str) -> bool:
@@ -22,7 +24,7 @@ def render_resume(snap: BatchSnapshot, where: str) -> bool:
     try:
         plans = plan(rt.store, snap)
     except CrewdashError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
         return False
     ready = [p for p in plans if p.problem is None]
     offers = [p for p in plans if p.problem is not None]
@@ -38,6 +40,14 @@ def render_resume(snap: BatchSnapshot, where: str) -> bool:
         ),
         icon=":material/restart_alt:",
     )
+    if not person().may_act_on(snap.created_by):
+        st.caption(
+            plain(
+                f"Started by {snap.created_by_name or snap.created_by or 'someone'}: only they "
+                "or an admin can resume it."
+            )
+        )
+        return False
     key = f"{where}.resume.{snap.batch_id}"
     run_ids: list[str] | None = None
     from_start: list[str] = []
@@ -56,7 +66,7 @@ def render_resume(snap: BatchSnapshot, where: str) -> bool:
             run_ids = list(chosen)
     for offer in offers:
         label = crew_label(by_id[offer.run_id]) if offer.run_id in by_id else offer.run_id
-        st.info(f"{label} cannot resume: {offer.problem}.", icon=":material/info:")
+        st.info(plain(f"{label} cannot resume: {offer.problem}."), icon=":material/info:")
     if offers and st.button(
         f"Re-run {len(offers)} from the start", icon=":material/replay:", key=f"{key}.rerun"
     ):
@@ -66,7 +76,8 @@ def render_resume(snap: BatchSnapshot, where: str) -> bool:
     try:
         outcome = resume(rt, snap.batch_id, run_ids, from_start)
     except CrewdashError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
         return False
+    audit("resume", f"batch {snap.batch_id}", detail=f"{len(outcome.resumed)} crews")
     st.session_state["run.resumed"] = outcome.describe()
     return bool(outcome.resumed)

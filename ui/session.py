@@ -8,30 +8,35 @@ session's memory: it is never written to disk, the database, logs or exports.
 from __future__ import annotations
 
 import hmac
+import math
 import runpy
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from crewdash.blueprints import describe_blueprints
-from crewdash.config import DEFAULT_BLUEPRINT
-from crewdash.demo_limits import ProviderLimits
-from crewdash.demo_llm import PROFILE_KINDS, PROFILE_LABELS, FailureRates, LatencyProfile
-from crewdash.errors import CrewdashError, SettingsError
-from crewdash.llm import (
+from crewdash.base.config import DEFAULT_BLUEPRINT
+from crewdash.base.errors import CrewdashError, SettingsError
+from crewdash.base.login_guard import LoginGuard
+from crewdash.base.settings import load_settings
+from crewdash.blueprints.catalog import describe_blueprints
+from crewdash.blueprints.projects.files import KIND_LABELS
+from crewdash.demo.profiles import PROFILE_KINDS, PROFILE_LABELS, FailureRates, LatencyProfile
+from crewdash.engine.plans import RunSettings
+from crewdash.providers.limits import ProviderLimits
+from crewdash.providers.llm import (
     DEFAULT_MODELS,
     PROVIDER_LABELS,
     PROVIDERS,
     LLMSettings,
     check_connection,
 )
-from crewdash.projects import KIND_LABELS
-from crewdash.runner import RunSettings
 from crewdash.runtime import Runtime
-from crewdash.settings import load_settings
+from ui.text import plain
 
 ENTRY_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
 
@@ -67,50 +72,123 @@ def _secret(name: str) -> str | None:
     return str(value) if value else None
 
 
-def _oidc_configured() -> bool:
-    try:
-        auth = st.secrets.get("auth")
-    except Exception:  # noqa: BLE001 - no or malformed secrets.toml: no OIDC
-        return False
-    return bool(auth) and "client_id" in str(dict(auth))
-
-
 def _environment_password() -> str | None:
     return load_settings(only={"CREWDASH_PASSWORD"}).secret("CREWDASH_PASSWORD")
 
 
+def password_required() -> bool:
+    """Whether the shared password guards the dashboard (no identity provider configured)."""
+    return bool(_secret("password") or _environment_password())
+
+
 def locked() -> bool:
-    """Whether this session still has to log in (decides whether the page menu shows)."""
-    if _oidc_configured():
-        return not st.user.is_logged_in
-    password = _secret("password") or _environment_password()
-    return bool(password) and not st.session_state.get("auth.ok")
+    """Whether this session still has to log in, or may not come in at all (decides whether
+    the page menu shows)."""
+    from ui.people import auth_problem, auth_section, signed_in_person
+
+    auth, unreadable = auth_section()
+    if unreadable:
+        return True
+    if auth is not None:
+        return bool(auth_problem(auth)) or signed_in_person() is None
+    return password_required() and not st.session_state.get("auth.ok")
+
+
+def _identity_provider_gate(auth: Mapping[str, Any] | None, unreadable: str | None) -> bool:
+    """Sign-in through the identity provider; True when it decided (and let them in)."""
+    from ui.people import auth_problem, signed_in_person
+
+    problem = unreadable or (auth_problem(auth) if auth is not None else None)
+    if problem:  # fail closed: a half-configured sign-in must not leave the dashboard open
+        st.title("crewdash")
+        st.error(plain(problem), icon=":material/lock:")
+        st.stop()
+    if auth is None:
+        return False
+    if not st.user.get("is_logged_in"):
+        st.title("crewdash")
+        st.button("Log in", on_click=st.login, type="primary")
+        st.stop()
+    if signed_in_person() is None:
+        st.title("crewdash")
+        st.error(
+            plain(
+                f"You are signed in as {st.user.get('email') or st.user.get('sub')}, who may "
+                "not use this crewdash. Ask an admin to add you (CREWDASH_MEMBERS)."
+            ),
+            icon=":material/block:",
+        )
+        st.button("Log out", on_click=st.logout)
+        st.stop()
+    st.sidebar.button("Log out", on_click=st.logout)
+    return True
 
 
 def gate() -> None:
-    """Optional access control: Streamlit's OIDC login when `[auth]` is in secrets.toml, else a
-    shared password (`password` in secrets.toml or CREWDASH_PASSWORD), else open."""
-    if _oidc_configured():
-        if not st.user.is_logged_in:
-            st.title("crewdash")
-            st.button("Log in", on_click=st.login, type="primary")
-            st.stop()
-        st.sidebar.button("Log out", on_click=st.logout)
+    """Access control: Streamlit's OIDC sign-in when `[auth]` is in secrets.toml (fails closed
+    when it is incomplete), else a shared password (`password` in secrets.toml or
+    CREWDASH_PASSWORD), else open."""
+    from ui.people import auth_section
+
+    if _identity_provider_gate(*auth_section()):
         return
     password = _secret("password") or _environment_password()
-    if not password or st.session_state.get("auth.ok"):
+    if not password:
+        return
+    if st.session_state.get("auth.ok"):
+        st.sidebar.button("Log out", key="auth.logout", on_click=_log_out)
         return
     st.title("crewdash")
     with st.form("auth.form"):
         typed = st.text_input("Password", type="password", key="auth.password")
         entered = st.form_submit_button("Enter", type="primary")
     if entered:
-        if hmac.compare_digest(typed.encode(), password.encode()):
+        guard, keys = login_guard(), _login_keys()
+        wait = guard.wait_s(*keys)
+        if wait > 0:  # not even checked: a right guess in the wait counts for nothing
+            _refuse(wait, guard.locked(*keys))
+        elif hmac.compare_digest(typed.encode(), password.encode()):
+            guard.succeeded(*keys)
             st.session_state["auth.ok"] = True
             st.session_state.pop("auth.password", None)
             st.rerun()
-        st.error("Wrong password.", icon=":material/lock:")
+        else:
+            wait = guard.failed(*keys)
+            if wait > 0:
+                _refuse(wait, guard.locked(*keys), "Wrong password. ")
+            else:
+                st.error("Wrong password.", icon=":material/lock:")
     st.stop()
+
+
+def _log_out() -> None:
+    """The shared password's Log out: this session asks for the password again."""
+    st.session_state.pop("auth.ok", None)
+
+
+@st.cache_resource
+def login_guard() -> LoginGuard:
+    """One count of wrong passwords per server process, shared by every session."""
+    return LoginGuard()
+
+
+def _login_keys() -> tuple[str, str]:
+    """This browser session and its client address (Streamlit gives None for localhost)."""
+    session = state("auth.session", uuid.uuid4().hex)
+    ip = st.context.ip_address  # None on localhost (and not a str under AppTest)
+    return f"session:{session}", f"address:{ip if isinstance(ip, str) and ip else 'localhost'}"
+
+
+def _refuse(wait: float, locked: bool, prefix: str = "") -> None:
+    if locked:
+        text = f"Too many wrong passwords: locked for {math.ceil(wait / 60)} min."
+    else:
+        text = f"Too many wrong passwords: try again in {math.ceil(wait)} s."
+    st.error(prefix + text, icon=":material/lock_clock:")
+
+
+def _login() -> None:
+    gate()
 
 
 def require_login() -> None:
@@ -210,7 +288,7 @@ def render_sidebar() -> None:
         provider = st.selectbox(
             "Provider",
             PROVIDERS,
-            format_func=PROVIDER_LABELS.get,
+            format_func=cast(Callable[[Any], str], PROVIDER_LABELS.get),
             key="sidebar.provider",
             on_change=_on_provider_change,
         )
@@ -222,7 +300,10 @@ def render_sidebar() -> None:
             )
             state("sidebar.demo_profile", rt.demo_profile.kind)
             kind = st.selectbox(
-                "Latency", PROFILE_KINDS, format_func=PROFILE_LABELS.get, key="sidebar.demo_profile"
+                "Latency",
+                PROFILE_KINDS,
+                format_func=cast(Callable[[Any], str], PROFILE_LABELS.get),
+                key="sidebar.demo_profile",
             )
             if kind == "fixed":
                 state("sidebar.demo_latency", rt.demo_profile.seconds)
@@ -327,9 +408,11 @@ def render_sidebar() -> None:
         if check:
             ok, latency, reply, error = check
             if ok:
-                st.success(f"Answered in {latency:.2f} s: “{reply}”", icon=":material/check:")
+                st.success(
+                    f"Answered in {latency:.2f} s: “{plain(reply)}”", icon=":material/check:"
+                )
             else:
-                st.error(error, icon=":material/error:")
+                st.error(plain(error), icon=":material/error:")
 
         st.subheader("Crews")
         infos = {i.name: i for i in describe_blueprints()}  # a broken one is listed, marked
@@ -339,7 +422,7 @@ def render_sidebar() -> None:
             DEFAULT_BLUEPRINT if DEFAULT_BLUEPRINT in blueprints else blueprints[0],
         )
 
-        def label(name: str) -> str:
+        def blueprint_label(name: str) -> str:
             info = infos.get(name)
             if info is None:
                 return name
@@ -350,13 +433,13 @@ def render_sidebar() -> None:
             "Crew blueprint",
             blueprints,
             key="sidebar.blueprint",
-            format_func=label,
+            format_func=blueprint_label,
             help="YAML crews and CrewAI projects (crews and Flows) found in crews/ and "
             "CREWDASH_CREWS_DIR. A broken one says why on the Run page.",
         )
         chosen = infos.get(st.session_state["sidebar.blueprint"])
         if chosen is not None and chosen.error:
-            st.error(chosen.error, icon=":material/error:")
+            st.error(plain(chosen.error), icon=":material/error:")
         state("sidebar.max_concurrency", defaults.max_concurrency)
         st.number_input(
             "Max concurrent crews",
@@ -366,7 +449,7 @@ def render_sidebar() -> None:
             key="sidebar.max_concurrency",
             help="Crews beyond this wait in the queue until a slot frees up.",
         )
-        st.caption(f"Crews run on {rt.runner.backend.label}.")
+        st.caption(plain(f"Crews run on {rt.runner.backend.label}."))
         state("sidebar.crew_timeout", 0.0)
         st.number_input(
             "Per-crew timeout (s, 0 = none)",

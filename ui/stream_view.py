@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from crewdash.batch import BatchSnapshot, CrewSnapshot, CrewState
-from crewdash.charts import crew_label
+from crewdash.model.batch import BatchSnapshot, CrewSnapshot, CrewState
+from crewdash.present.charts import crew_label
+from ui.text import plain
 
 LIVE_CARDS = 12
 COLUMNS = 3
 TAIL_CHARS = 600
+GRID_HEIGHT = 470  # two rows of 220 px cards
 
 
 def tail(text: str, limit: int = TAIL_CHARS) -> str:
@@ -51,9 +53,11 @@ def render_live_answers(snap: BatchSnapshot) -> None:
     if not shown:
         st.caption("Waiting for the first tokens… (none yet, or streaming is off)")
         return
-    cols = st.columns(COLUMNS)
+    # two rows of cards, then a scroll: the figures above and the table below stay put
+    grid = st.container(height=GRID_HEIGHT if len(shown) > COLUMNS * 2 else "content")
+    cols = grid.columns(COLUMNS)
     for i, crew in enumerate(shown):
         with cols[i % COLUMNS].container(border=True, height=220, key=f"live-{crew.run_id}"):
             ttft = "" if crew.ttft_s is None else f" · TTFT {crew.ttft_s:.2f} s"
-            st.caption(f"{crew_label(crew, 40)}{ttft}")
+            st.caption(plain(f"{crew_label(crew, 40)}{ttft}"))
             st.text(tail(crew.live_text) or "…")

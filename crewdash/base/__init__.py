@@ -1,0 +1,1 @@
+"""What every layer may use: errors, settings, configuration, locks and the per-crew run context."""

@@ -1,0 +1,1 @@
+"""Every benchmark engine and its report (`python -m crewdash bench ...`)."""

@@ -1,0 +1,1 @@
+"""What a crew is built from: YAML blueprints and CrewAI projects."""

@@ -1,0 +1,1 @@
+"""CrewAI projects as blueprints: their files, loading them, and their blueprint."""

@@ -1,0 +1,1 @@
+"""Running crews: the runner, admission, execution, events, budgets, checkpoints and backends."""

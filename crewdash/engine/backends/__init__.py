@@ -1,0 +1,1 @@
+"""Where a crew runs: Ray (the local backend lives in execution)."""

@@ -1,0 +1,1 @@
+"""Experiments: the same topics through several variants, as one batch, and their grid."""

@@ -1,0 +1,1 @@
+"""What a batch looks like: charts and exports, for pages, API and CLI alike."""

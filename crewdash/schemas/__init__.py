@@ -1,0 +1,1 @@
+"""The wire models of the REST API and the CLI, per resource."""

@@ -1,0 +1,1 @@
+"""The history database: its tables, the store of batches, owners and leases, migrations."""

@@ -1,0 +1,181 @@
+"""People on the real API (`uvicorn crewdash.api:app`), on SQLite and PostgreSQL: personal
+tokens made by `python -m crewdash tokens create`, who may act on whose batch, the audit log."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from crewdash.model.people import Person
+from crewdash.store.history import Store
+from tests.api_server import api_server
+from tests.test_store import postgres_url  # noqa: F401 - a schema of its own in PostgreSQL
+
+ROOT = Path(__file__).resolve().parent.parent
+TEAM = {"CREWDASH_ADMINS": "boss@example.com", "CREWDASH_MEMBERS": "@example.com"}
+
+
+def make_token(database: str, user: str, name: str = "t") -> str:
+    """`python -m crewdash tokens create` against `database`: the token it prints."""
+    made = subprocess.run(
+        [sys.executable, "-m", "crewdash", "tokens", "create", "--user", user, "--name", name],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database, **TEAM},
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def until(check: object, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'history.db'}"
+    else:  # the module's schema: its tokens and audit log start empty for each test
+        url = request.getfixturevalue("postgres_url")
+        store = Store(url)
+        try:
+            store.forget_people()
+        finally:
+            store.close()
+        yield url
+
+
+def test_members_act_on_their_own_batches_admins_on_anyones_and_all_is_audited(
+    tmp_path: Path, database: str
+) -> None:
+    env = {**TEAM, "DATABASE_URL": database, "CREWDASH_DEMO_LATENCY": "3"}
+    with (
+        api_server(tmp_path, **env) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        # no sign-in configured and no token yet: one anonymous user, as before accounts
+        assert client.get("/me").json() == {"id": "anonymous", "name": "anonymous", "role": "admin"}
+        ann, bob, boss = (make_token(database, f"{u}@example.com") for u in ("ann", "bob", "boss"))
+        # now every call needs a token (the API looks again within 2 s)
+        until(lambda: client.get("/batches").status_code == 401, "a token became required")
+        refused = client.get("/batches")
+        assert "missing bearer token" in refused.json()["detail"]
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/me", headers=auth(ann)).json()["role"] == "member"
+        assert client.get("/me", headers=auth(boss)).json()["role"] == "admin"
+
+        batch = client.post(
+            "/batches", json={"topics": ["a1", "a2"], "blueprint": "timing"}, headers=auth(ann)
+        )
+        assert batch.status_code == 202, batch.text
+        batch_id = batch.json()["batch_id"]
+        detail = client.get(f"/batches/{batch_id}", headers=auth(bob)).json()
+        assert detail["created_by"] == "ann@example.com"  # the team sees each other's
+        for path in (f"/batches/{batch_id}/cancel", f"/batches/{batch_id}/resume"):
+            denied = client.post(path, headers=auth(bob))
+            assert denied.status_code == 403, denied.text
+            assert "started by ann@example.com" in denied.json()["detail"]
+        crew = detail["crews"][0]["run_id"]
+        denied = client.post(f"/batches/{batch_id}/crews/{crew}/cancel", headers=auth(bob))
+        assert denied.status_code == 403
+        assert client.post(f"/batches/{batch_id}/cancel", headers=auth(boss)).status_code == 200
+        listed = client.get("/batches", headers=auth(ann)).json()
+        assert [b["created_by"] for b in listed if b["batch_id"] == batch_id] == ["ann@example.com"]
+
+        assert client.get("/audit", headers=auth(ann)).status_code == 403
+        log = client.get("/audit", headers=auth(boss)).json()
+        seen = [(e["user"], e["action"], e["object"], e["outcome"]) for e in reversed(log)]
+        target = f"batch {batch_id}"
+        assert ("ann@example.com", "run", target, "ok") in seen
+        assert ("bob@example.com", "cancel", target, "denied") in seen
+        assert ("bob@example.com", "resume", target, "denied") in seen
+        assert ("boss@example.com", "cancel", target, "ok") in seen
+        assert seen.index(("ann@example.com", "run", target, "ok")) < seen.index(
+            ("boss@example.com", "cancel", target, "ok")
+        )
+
+
+def test_personal_tokens_are_made_used_listed_and_revoked_through_the_api(
+    tmp_path: Path, database: str
+) -> None:
+    env = {**TEAM, "DATABASE_URL": database, "CREWDASH_API_TOKEN": "service-secret"}
+    with (
+        api_server(tmp_path, **env) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        assert client.get("/me", headers=auth("service-secret")).json()["id"] == "service"
+        # the service is no person: it makes no personal token for itself
+        assert (
+            client.post("/tokens", json={"name": "x"}, headers=auth("service-secret")).status_code
+            == 403
+        )
+        ann = make_token(database, "ann@example.com", "first")
+        made = client.post("/tokens", json={"name": "laptop"}, headers=auth(ann))
+        assert made.status_code == 201, made.text
+        second, info = made.json()["token"], made.json()["info"]
+        assert info["user"] == "ann@example.com" and info["name"] == "laptop"
+        assert client.get("/me", headers=auth(second)).json()["id"] == "ann@example.com"
+        mine = client.get("/tokens", headers=auth(ann)).json()
+        assert {t["name"] for t in mine} == {"first", "laptop"}
+        assert all("token" not in t for t in mine)
+        assert next(t for t in mine if t["name"] == "laptop")["last_used_at"] is not None
+        bad = client.post("/tokens", json={"name": "nul\u0000"}, headers=auth(ann))
+        assert bad.status_code == 422  # the same answer on either database
+        assert client.delete(f"/tokens/{info['id']}", headers=auth(ann)).status_code == 204
+        gone = client.get("/me", headers=auth(second))
+        assert gone.status_code == 401 and gone.json()["detail"] == "this token was revoked"
+        assert client.delete(f"/tokens/{info['id']}", headers=auth(ann)).status_code == 404
+        wrong = client.get("/me", headers=auth(ann[:-3] + "xyz"))
+        assert wrong.status_code == 401 and wrong.json()["detail"] == "unknown token"
+        # a token of someone the settings no longer let in (made before the lists changed)
+        store = Store(database)
+        try:
+            eve = store.create_token(Person("eve@evil.com"), "old").token
+        finally:
+            store.close()
+        refused = client.get("/me", headers=auth(eve))
+        assert refused.status_code == 401 and "no longer allowed" in refused.json()["detail"]
+        log = client.get("/audit", headers=auth("service-secret")).json()
+        assert {(e["user"], e["action"]) for e in log} >= {
+            ("ann@example.com", "create token"),
+            ("ann@example.com", "revoke token"),
+        }
+
+
+def test_the_cli_refuses_a_user_the_settings_do_not_let_in(tmp_path: Path) -> None:
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crewdash",
+            "tokens",
+            "create",
+            "--user",
+            "eve@evil.com",
+            "--name",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'h.db'}", **TEAM},
+        timeout=120,
+    )
+    assert made.returncode != 0 and made.stdout == ""
+    assert "eve@evil.com is not allowed" in made.stderr and "Traceback" not in made.stderr
