@@ -69,10 +69,13 @@ def test_a_judged_grid_fills_live_and_its_summary_matches_the_store(
 
         experiment_id = parse_qs(urlparse(page.url).query)["experiment"][0]
         summary = page.locator(SUMMARY)
-        rows = {}
-        for row in summary.locator("tr").all():
-            cells = [c.strip() for c in row.locator("th, td").all_inner_texts()]
-            rows[cells[0]] = cells
+        expect(summary).to_contain_text("thorough", timeout=30_000)
+        # read in one go: the page may redraw the table between two reads of its rows
+        table = summary.evaluate(
+            "t => [...t.querySelectorAll('tr')]"
+            ".map(r => [...r.querySelectorAll('th, td')].map(c => c.innerText.trim()))"
+        )
+        rows = {cells[0]: cells for cells in table if cells}
         assert {"fast", "base", "thorough"} <= set(rows), summary.inner_text()
 
         # the same experiment again with the cache on: every call is answered from the store
