@@ -27,6 +27,7 @@ from crewdash.base.settings import (
     install_settings,
     installed_settings,
     load_settings,
+    process_settings,
 )
 from crewdash.blueprints.catalog import builtin_blueprint
 from crewdash.demo.profiles import FailureRates, LatencyProfile
@@ -41,6 +42,7 @@ from crewdash.experiments.store import StoredResponses
 from crewdash.model.batch import Batch, BatchSnapshot, CrewSnapshot
 from crewdash.model.people import TeamPolicy
 from crewdash.model.pricing import check_prices_file
+from crewdash.model.spend import Spend, SpendCap, day_start
 from crewdash.providers.limits import ProviderLimits
 from crewdash.providers.llm import LLMSettings, default_llm_settings
 from crewdash.providers.response_cache import install_store, installed_store
@@ -242,6 +244,7 @@ class Runtime:
                 demo_base_url=self.demo_base_url,
                 store=store,
                 backend=backend,
+                spend_cap=self.spend_cap,
             )
             self.jobs = JobRunner()
             self.experiments = Experiments(
@@ -260,6 +263,20 @@ class Runtime:
         if self.settings is None:
             return TeamPolicy()
         return TeamPolicy.parse(self.settings.admins, self.settings.members)
+
+    @property
+    def spend_cap(self) -> SpendCap:
+        """Each person's daily cap (`CREWDASH_DAILY_CAP_USD`, `CREWDASH_DAILY_CAP_TOKENS`; a
+        runtime built without settings, as the CLI's, reads them from the environment)."""
+        settings = self.settings or process_settings(
+            "CREWDASH_DAILY_CAP_USD", "CREWDASH_DAILY_CAP_TOKENS"
+        )
+        return SpendCap(settings.daily_cap_usd, settings.daily_cap_tokens)
+
+    def spend_today(self, user_id: str) -> Spend:
+        """What `user_id` has spent today (UTC), with running batches at least at their
+        estimate; nothing without a store."""
+        return self.store.spend_of(user_id, day_start()) if self.store else Spend()
 
     def _abandon(self, backend: Backend | None) -> None:
         """Undo a start that failed half-way: the runner's thread, the backend, the store."""

@@ -8,11 +8,12 @@ from dataclasses import replace
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from crewdash.base.errors import BlueprintError, CrewdashError, UnknownBatchError
+from crewdash.base.errors import BlueprintError, CrewdashError, TopicError, UnknownBatchError
 from crewdash.blueprints.base import BaseBlueprint, missing_tool_keys
 from crewdash.blueprints.catalog import load_blueprint
 from crewdash.blueprints.projects.files import KIND_LABELS
 from crewdash.model.batch import BatchSnapshot, CrewState
+from crewdash.model.spend import SpendCapExceeded
 from crewdash.model.topics import parse_topics
 from crewdash.present.charts import crew_label
 from crewdash.providers.preflight import preflight
@@ -122,9 +123,13 @@ with setup.form("run.form", border=False):
 if blueprint is not None:
     try:
         with setup:
+            try:
+                typed = parse_topics(st.session_state.get("run.topics", "")).items
+            except TopicError:
+                typed = ()  # none yet (the daily cap still shows), or reported at Run
             render_estimate(
                 blueprint,
-                parse_topics(st.session_state.get("run.topics", "")).items,
+                typed,
                 llm_settings(),
                 {n: st.session_state.get(f"run.input.{n}", "") for n in names if n != fan_out},
                 fan_out,
@@ -167,6 +172,9 @@ if submitted and blueprint is not None:
             idempotency_key=submission_key(repr((blueprint.name, topics, extra, settings))),
             by=person(),
         )
+    except SpendCapExceeded as exc:
+        audit("run", "a new batch", "refused", str(exc))
+        st.error(plain(f"Past your daily cap: {exc}."), icon=":material/savings:")
     except CrewdashError as exc:
         st.error(plain(exc), icon=":material/error:")
     else:

@@ -4,19 +4,26 @@ makes, sees and revokes their own tokens; an admin also reads the audit log."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.apptest import APP, quick_demo
+from tests.apptest import APP, click, quick_demo
 from tests.test_people_pages import COMPLETE_AUTH
 from ui.session import runtime
 
 
 @pytest.fixture(autouse=True)
-def team(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def team(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setenv("CREWDASH_ADMINS", "boss@example.com")
     monkeypatch.setenv("CREWDASH_MEMBERS", "@example.com")
+    # the demo model at a made-up $1,000 per million tokens (about $0.41 a crew estimated)
+    # under a $1.00 daily cap
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("crewdash-demo: {input: 1000, output: 1000}\n")
+    monkeypatch.setenv("CREWDASH_PRICES_FILE", str(prices))
+    monkeypatch.setenv("CREWDASH_DAILY_CAP_USD", "1")
     demo = quick_demo("0.2")
     next(demo)
     store = runtime().store  # this test's runtime (quick_demo's teardown closes it)
@@ -26,13 +33,23 @@ def team(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     next(demo, None)
 
 
-def account(email: str, name: str) -> AppTest:
+def account(email: str, name: str, page: str = "pages/account.py") -> AppTest:
     at = AppTest.from_file(APP, default_timeout=30)
     at.secrets["auth"] = COMPLETE_AUTH
     at.user = {"is_logged_in": True, "email": email, "name": name}
-    at.switch_page("pages/account.py").run()
+    at.switch_page(page).run()
     assert not at.exception
     return at
+
+
+def shown(elements: object) -> list[str]:
+    """The texts of `elements` as a reader sees them (plain() escapes Markdown's `$`)."""
+    return [e.value.replace("\\", "") for e in elements]  # type: ignore[attr-defined]
+
+
+def metric(at: AppTest, label: str) -> str:
+    (value,) = [m.value for m in at.metric if m.label == label]
+    return str(value)
 
 
 def test_a_member_makes_sees_and_revokes_their_own_token() -> None:
@@ -84,3 +101,55 @@ def test_without_sign_in_there_is_no_personal_token_to_make() -> None:
     assert not at.exception
     assert "anonymous" in at.markdown[0].value
     assert not at.text_input and any("Tokens belong to a person" in c.value for c in at.caption)
+
+
+def test_a_token_can_expire_and_the_list_says_when() -> None:
+    at = account("ann@example.com", "Ann")
+    at.text_input(key="account.token_name").input("for a month")
+    at.selectbox(key="account.token_expiry").select(30)
+    at.button(key="FormSubmitter:account.new_token-Create token").click().run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["State"]) == ["active"] and list(table["Expires"]) != ["never"]
+    store = runtime().store
+    assert store is not None
+    (token,) = store.tokens_of("ann@example.com")
+    assert token.expires_at == pytest.approx(token.created_at + 30 * 86_400)
+
+
+def test_spend_today_shows_and_a_run_past_the_daily_cap_is_refused_before_it_starts() -> None:
+    rt = runtime()
+    store = rt.store
+    assert store is not None
+    run = account("ann@example.com", "Ann", "pages/run.py")
+    assert any("Your daily cap: $1.0000 of $1.00 left" in c for c in shown(run.caption))
+    run.text_area(key="run.topics").input("one topic")
+    click(run, "Run")
+    assert not run.exception and not run.error
+    (batch,) = store.list_batches(user="ann@example.com")
+    assert rt.runner.batch(batch.batch_id).wait(60)
+
+    page = account("ann@example.com", "Ann")
+    today = float(metric(page, "Today (UTC)").lstrip("$"))
+    assert 0 < today < 0.5
+    assert metric(page, "Left today") == f"${1 - today:,.4f}"
+
+    # ten more crews (at least $1.40, learned from the first) do not fit in what is left:
+    # refused, nothing started
+    again = account("ann@example.com", "Ann", "pages/run.py")
+    ten = "\n".join(f"topic {i}" for i in range(10))
+    again.text_area(key="run.topics").input(ten)
+    click(again, "Run")
+    assert not again.exception
+    (refusal,) = shown(again.error)
+    assert refusal.startswith("Past your daily cap: this batch is estimated at $")
+    assert any("Run will be refused" in w for w in shown(again.warning))
+    assert len(store.list_batches(user="ann@example.com")) == 1
+    assert again.text_area(key="run.topics").value == ten  # nothing typed is lost
+    refused = [e for e in store.audit_log(user_id="ann@example.com") if e.outcome == "refused"]
+    assert refused and "daily cap" in refused[0].detail
+
+    boss = account("boss@example.com", "The Boss")
+    (everyone,) = [d.value for d in boss.dataframe if "Today $" in d.value.columns]
+    assert list(everyone["Who"]) == ["ann@example.com"]
+    assert list(everyone["Today batches"]) == [1]

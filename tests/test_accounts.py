@@ -97,3 +97,19 @@ def test_the_audit_log_keeps_every_action_storably_newest_first(accounts: Store)
     assert [e.action for e in accounts.audit_log(user_id=ANN.id)] == ["run"]
     assert len(accounts.audit_log(action="cancel", limit=1)) == 1
     assert accounts.audit_log(action="run\x00", user_id="ann\x00") == []  # no 500 on PostgreSQL
+
+
+def test_an_expired_token_says_so_and_no_longer_counts_as_sign_in(accounts: Store) -> None:
+    new = accounts.create_token(ANN, "a week", expires_in_days=7)
+    assert new.info.expires_at == pytest.approx(new.info.created_at + 7 * 86_400)
+    assert accounts.token_owner(new.token)[0] is not None and accounts.has_tokens()
+    with accounts.engine.begin() as conn:  # a week later
+        conn.execute(text("update api_tokens set expires_at = :t"), {"t": time.time() - 1})
+    info, why = accounts.token_owner(new.token)
+    assert info is None and why.startswith("this token expired on ") and "UTC" in why
+    assert not accounts.has_tokens()
+    (listed,) = accounts.tokens_of(ANN.id)
+    assert listed.expired and not listed.active
+    for days in (0, -1, 3_651):
+        with pytest.raises(SettingsError, match="1 to 3650 days"):
+            accounts.create_token(ANN, "bad", expires_in_days=days)

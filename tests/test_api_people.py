@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from crewdash.model.people import Person
 from crewdash.store.history import Store
@@ -51,10 +52,11 @@ def until(check: object, what: str, seconds: float = 30) -> None:
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'history.db'}"
-    else:  # the module's schema: its tokens and audit log start empty for each test
+    else:  # the module's schema: its batches, tokens and audit log start empty for each test
         url = request.getfixturevalue("postgres_url")
         store = Store(url)
         try:
+            store.delete_all()
             store.forget_people()
         finally:
             store.close()
@@ -70,7 +72,12 @@ def test_members_act_on_their_own_batches_admins_on_anyones_and_all_is_audited(
         httpx.Client(base_url=url, timeout=60) as client,
     ):
         # no sign-in configured and no token yet: one anonymous user, as before accounts
-        assert client.get("/me").json() == {"id": "anonymous", "name": "anonymous", "role": "admin"}
+        anonymous = client.get("/me").json()
+        assert {k: anonymous[k] for k in ("id", "name", "role")} == {
+            "id": "anonymous",
+            "name": "anonymous",
+            "role": "admin",
+        }
         ann, bob, boss = (make_token(database, f"{u}@example.com") for u in ("ann", "bob", "boss"))
         # now every call needs a token (the API looks again within 2 s)
         until(lambda: client.get("/batches").status_code == 401, "a token became required")
@@ -179,3 +186,84 @@ def test_the_cli_refuses_a_user_the_settings_do_not_let_in(tmp_path: Path) -> No
     )
     assert made.returncode != 0 and made.stdout == ""
     assert "eve@evil.com is not allowed" in made.stderr and "Traceback" not in made.stderr
+
+
+def test_a_daily_cap_refuses_a_batch_past_what_is_left_and_everyone_sees_their_spend(
+    tmp_path: Path, database: str
+) -> None:
+    """The demo model at a made-up $1,000 per million tokens (about $0.41 a crew estimated)
+    under a $1.00 daily cap: one crew runs, ten more are refused with a 429 until tomorrow
+    (at least $1.40 even once the estimate has learned from the first crew)."""
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("crewdash-demo: {input: 1000, output: 1000}\n")
+    env = {
+        **TEAM,
+        "DATABASE_URL": database,
+        "CREWDASH_API_TOKEN": "service-secret",
+        "CREWDASH_PRICES_FILE": str(prices),
+        "CREWDASH_DAILY_CAP_USD": "1",
+        "CREWDASH_DEMO_LATENCY": "0.2",
+    }
+    with (
+        api_server(tmp_path, **env) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        ann, bob = (make_token(database, f"{u}@example.com") for u in ("ann", "bob"))
+        first = client.post("/batches", json={"topics": ["one"]}, headers=auth(ann))
+        assert first.status_code == 202, first.text
+        ten = [f"topic {i}" for i in range(10)]
+        more = client.post("/batches", json={"topics": ten}, headers=auth(ann))
+        assert more.status_code == 429, more.text
+        detail = more.json()["detail"]
+        assert (
+            detail.startswith("this batch is estimated at $") and "left of your daily cap" in detail
+        )
+        assert 0 < int(more.headers["retry-after"]) <= 86_400
+        # Bob has a cap of his own
+        assert (
+            client.post("/batches", json={"topics": ["b1"]}, headers=auth(bob)).status_code == 202
+        )
+        me = client.get("/me", headers=auth(ann)).json()["spend"]
+        assert me["cap_usd"] == 1.0 and me["today"]["batches"] == 1
+        assert 0 < me["today"]["usd"] <= 0.5 and me["left_usd"] == pytest.approx(
+            1.0 - me["today"]["usd"], abs=1e-6
+        )
+        assert me["month"]["usd"] >= me["today"]["usd"]
+        assert client.get("/spend", headers=auth(ann)).status_code == 403
+        everyone = client.get("/spend?period=month", headers=auth("service-secret")).json()
+        assert {s["user"] for s in everyone} == {"ann@example.com", "bob@example.com"}
+        refused = client.get(
+            "/audit", params={"user": "ann@example.com"}, headers=auth("service-secret")
+        ).json()
+        assert any(e["outcome"] == "refused" and "daily cap" in e["detail"] for e in refused)
+
+
+def test_an_expired_token_is_a_401_that_says_when_it_expired(tmp_path: Path, database: str) -> None:
+    env = {**TEAM, "DATABASE_URL": database}
+    with (
+        api_server(tmp_path, **env) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        ann = make_token(database, "ann@example.com")
+        made = client.post(
+            "/tokens", json={"name": "a day", "expires_in_days": 1}, headers=auth(ann)
+        )
+        assert made.status_code == 201, made.text
+        info = made.json()["info"]
+        assert info["expires_at"] == pytest.approx(info["created_at"] + 86_400)
+        short = made.json()["token"]
+        assert client.get("/me", headers=auth(short)).status_code == 200
+        never = client.post("/tokens", json={"name": "x", "expires_in_days": 0}, headers=auth(ann))
+        assert never.status_code == 422
+        store = Store(database)
+        try:  # a day later
+            with store.engine.begin() as conn:
+                conn.execute(
+                    text("update api_tokens set expires_at = :t where id = :i"),
+                    {"t": time.time() - 1, "i": info["id"]},
+                )
+        finally:
+            store.close()
+        expired = client.get("/me", headers=auth(short))
+        assert expired.status_code == 401
+        assert expired.json()["detail"].startswith("this token expired on ")

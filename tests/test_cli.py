@@ -160,3 +160,20 @@ def test_a_bad_setting_is_one_line_and_exit_code_2(env: dict[str, str]) -> None:
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: {list(env)[-1]} must be a")
+
+
+def test_a_run_past_the_terminal_users_daily_cap_is_refused_with_exit_code_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo model at a made-up $1,000 per million tokens (about $0.41 a crew estimated)
+    under a $1.00 daily cap: four crews are refused before anything starts, one runs."""
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("crewdash-demo: {input: 1000, output: 1000}\n")
+    monkeypatch.setenv("CREWDASH_PRICES_FILE", str(prices))
+    monkeypatch.setenv("CREWDASH_DAILY_CAP_USD", "1")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'history.db'}")
+    assert main(["run", "t1", "t2", "t3", "t4", "--latency", "0.05"]) == 2
+    err = capsys.readouterr().err
+    assert "error: this batch is estimated at $1.6" in err and "$1.0000 left" in err
+    assert "Traceback" not in err
+    assert main(["run", "t1", "--latency", "0.05"]) == 0

@@ -10,11 +10,18 @@ import streamlit as st
 from crewdash.base.errors import CrewdashError, SettingsError
 from crewdash.bench.governor import LimitsReport
 from crewdash.blueprints.base import BaseBlueprint
-from crewdash.engine.budget import Budget, admits_none, budget_status, estimate_batch
+from crewdash.engine.budget import (
+    BatchEstimate,
+    Budget,
+    admits_none,
+    budget_status,
+    estimate_batch,
+)
 from crewdash.engine.plans import RunSettings
 from crewdash.model.batch import BatchSnapshot
 from crewdash.providers.governor.registry import governor_states, redis_problem
 from crewdash.providers.llm import LLMSettings
+from ui.people import person
 from ui.session import runtime
 from ui.text import plain
 
@@ -53,6 +60,7 @@ def render_estimate(
     """Calls, tokens and cost of the batch before Run (per task, from the inputs, learned from
     the history), what that assumed, and a warning when the budget typed admits no crew."""
     if not topics:
+        render_daily_cap(llm.model)
         return
     try:  # the runner's estimate: the one Run checks the budget against
         est = runtime().runner.estimate(
@@ -71,6 +79,27 @@ def render_estimate(
     except SettingsError:
         return  # reported when Run is pressed
     if budget is not None and (why := admits_none(budget, est, llm.model)):
+        st.warning(plain(f"Run will be refused: {why}."), icon=":material/savings:")
+    render_daily_cap(llm.model, est)
+
+
+def render_daily_cap(model: str, est: BatchEstimate | None = None) -> None:
+    """This person's daily cap and what is left of it today, and a warning when the batch's
+    estimate would take them past it (Run is then refused)."""
+    rt = runtime()
+    cap = rt.spend_cap
+    if not cap.active or rt.store is None:
+        return
+    who = person()
+    spent = rt.spend_today(who.id)
+    usd_left, tokens_left = cap.left(spent)
+    parts = []
+    if usd_left is not None:
+        parts.append(f"${usd_left:,.4f} of ${cap.usd:,.2f}")
+    if tokens_left is not None:
+        parts.append(f"{tokens_left:,} of {cap.tokens:,} tokens on unpriced models")
+    st.caption(plain(f"Your daily cap: {' and '.join(parts)} left today (UTC)."))
+    if est is not None and (why := cap.refusal(spent, model, est.cost_usd, est.tokens)):
         st.warning(plain(f"Run will be refused: {why}."), icon=":material/savings:")
 
 

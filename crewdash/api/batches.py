@@ -27,11 +27,12 @@ from crewdash.engine.budget import Budget
 from crewdash.engine.plans import RunSettings
 from crewdash.engine.resume import resume
 from crewdash.model.batch import check_batch_id
+from crewdash.model.spend import SpendCapExceeded
 from crewdash.model.topics import Topics, parse_topics
 from crewdash.present.exports import FORMATS, export
 from crewdash.providers.preflight import preflight
 from crewdash.schemas.batches import BatchDetail, BatchSummary
-from crewdash.schemas.common import PROBLEMS, IdempotencyKey, Problem, fingerprint
+from crewdash.schemas.common import PROBLEMS, STARTS, IdempotencyKey, Problem, fingerprint
 from crewdash.schemas.requests import BatchAccepted, BatchRequest, CancelResult, ResearchRequest
 from crewdash.schemas.resume import ResumeRequest, ResumeResult
 
@@ -81,24 +82,28 @@ async def start(
     )
     blueprint = getattr(body, "blueprint", DEFAULT_BLUEPRINT)
     await asyncio.to_thread(preflight, [llm])  # what cannot run is refused, not started
-    batch_id = await asyncio.to_thread(
-        runtime.runner.submit,
-        blueprint,
-        topics.items,
-        settings,
-        notes=topics.notes,
-        source=source,
-        inputs=getattr(body, "inputs", None),
-        fan_out=getattr(body, "fan_out", None),
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint(body),
-        by=person_of(request),
-    )
+    try:
+        batch_id = await asyncio.to_thread(
+            runtime.runner.submit,
+            blueprint,
+            topics.items,
+            settings,
+            notes=topics.notes,
+            source=source,
+            inputs=getattr(body, "inputs", None),
+            fan_out=getattr(body, "fan_out", None),
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint(body),
+            by=person_of(request),
+        )
+    except SpendCapExceeded as exc:
+        await audit(request, "run", "a new batch", "refused", str(exc))
+        raise
     await audit(request, "run", f"batch {batch_id}", detail=f"{len(topics.items)} crews")
     return batch_id, topics
 
 
-@router.post("/batches", status_code=202, response_model=BatchAccepted, responses=PROBLEMS)
+@router.post("/batches", status_code=202, response_model=BatchAccepted, responses=STARTS)
 async def create_batch(
     request: Request, body: BatchRequest, idempotency_key: IdempotencyKey = None
 ) -> BatchAccepted:

@@ -1,8 +1,11 @@
 """How the API answers an error: one JSON `detail` line a person can act on, with the status
-that says whose fault it is (422 a bad request, 404 an unknown batch, 400 what the core refused).
+that says whose fault it is (422 a bad request, 404 an unknown batch, 429 past a person's daily
+cap, 400 what the core refused).
 """
 
 from __future__ import annotations
+
+import math
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from crewdash.base.errors import CrewdashError, TopicError, UnknownBatchError
 from crewdash.engine.idempotency import IdempotencyKeyError
+from crewdash.model.spend import SpendCapExceeded
 
 
 def problem(exc: HTTPException) -> JSONResponse:
@@ -37,6 +41,11 @@ async def _unknown(_: Request, exc: UnknownBatchError) -> JSONResponse:
     return JSONResponse(status_code=404, content={"detail": str(exc)})
 
 
+async def _capped(_: Request, exc: SpendCapExceeded) -> JSONResponse:
+    headers = {"Retry-After": str(math.ceil(exc.retry_after_s))}  # the next UTC day
+    return JSONResponse(status_code=429, content={"detail": str(exc)}, headers=headers)
+
+
 async def _bad(_: Request, exc: CrewdashError) -> JSONResponse:
     return JSONResponse(status_code=400, content={"detail": str(exc)})
 
@@ -51,5 +60,6 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TopicError, _topics)  # type: ignore[arg-type]
     app.add_exception_handler(IdempotencyKeyError, _reused)  # type: ignore[arg-type]
     app.add_exception_handler(UnknownBatchError, _unknown)  # type: ignore[arg-type]
+    app.add_exception_handler(SpendCapExceeded, _capped)  # type: ignore[arg-type]
     app.add_exception_handler(CrewdashError, _bad)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from crewdash.base.errors import UnknownBatchError
 from crewdash.experiments.spec import Variant, build_spec
 from crewdash.model.batch import check_batch_id
 from crewdash.present.experiment_exports import export_grid
-from crewdash.schemas.common import PROBLEMS, IdempotencyKey, fingerprint
+from crewdash.schemas.common import PROBLEMS, STARTS, IdempotencyKey, fingerprint
 from crewdash.schemas.experiments import (
     CellMark,
     ExperimentAccepted,
@@ -43,7 +43,7 @@ def _accepted(experiment_id: str, cells: int, notes: list[str]) -> ExperimentAcc
     )
 
 
-@router.post("/experiments", status_code=202, response_model=ExperimentAccepted)
+@router.post("/experiments", status_code=202, response_model=ExperimentAccepted, responses=STARTS)
 async def create_experiment(
     request: Request, body: ExperimentRequest, idempotency_key: IdempotencyKey = None
 ) -> ExperimentAccepted:
@@ -134,7 +134,10 @@ async def mark_cell(
 
 
 @router.post(
-    "/experiments/{experiment_id}/rerun", status_code=202, response_model=ExperimentAccepted
+    "/experiments/{experiment_id}/rerun",
+    status_code=202,
+    response_model=ExperimentAccepted,
+    responses=STARTS,
 )
 async def rerun_experiment(
     request: Request, experiment_id: str, body: RerunRequest

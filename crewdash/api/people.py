@@ -21,6 +21,7 @@ import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -28,8 +29,17 @@ from fastapi.responses import JSONResponse, Response
 from crewdash.api.context import runtime_of
 from crewdash.base.settings import Settings
 from crewdash.model.people import ANONYMOUS, SERVICE, Person, TeamPolicy
+from crewdash.model.spend import day_start, month_start
 from crewdash.schemas.common import PROBLEMS
-from crewdash.schemas.people import AuditOut, Me, TokenCreated, TokenOut, TokenRequest
+from crewdash.schemas.people import (
+    AuditOut,
+    Me,
+    MySpend,
+    SpendOut,
+    TokenCreated,
+    TokenOut,
+    TokenRequest,
+)
 from crewdash.store.accounts import TOKEN_PREFIX
 
 # Open without a token: the health check and the documentation.
@@ -165,8 +175,32 @@ router = APIRouter()
 
 @router.get("/me", response_model=Me, responses=PROBLEMS)
 async def me(request: Request) -> Me:
-    """Who the API takes the caller for, and their role."""
-    return Me.of(person_of(request))
+    """Who the API takes the caller for, their role, and their spend today and this month."""
+    who, runtime = person_of(request), runtime_of(request)
+    if runtime.store is None:
+        return Me.of(who)
+    today, month = await asyncio.gather(
+        asyncio.to_thread(runtime.store.spend_of, who.id, day_start()),
+        asyncio.to_thread(runtime.store.spend_of, who.id, month_start()),
+    )
+    return Me.of(who, MySpend.of(who.id, today, month, runtime.spend_cap))
+
+
+@router.get("/spend", response_model=list[SpendOut], responses=PROBLEMS)
+async def spend(
+    request: Request,
+    period: Literal["today", "month"] = Query(default="today", description="a UTC day or month"),
+) -> list[SpendOut]:
+    """Everyone's spend today or this month, the biggest first (admins only)."""
+    if not person_of(request).is_admin:
+        raise HTTPException(403, "everyone's spend is for admins (CREWDASH_ADMINS); see /me")
+    store = runtime_of(request).store
+    if store is None:
+        return []
+    since = day_start() if period == "today" else month_start()
+    spent = await asyncio.to_thread(store.spend_by_user, since)
+    ranked = sorted(spent.items(), key=lambda kv: (-kv[1].usd, -kv[1].tokens, kv[0]))
+    return [SpendOut.of(user, s) for user, s in ranked]
 
 
 def _personal(request: Request) -> Person:
@@ -199,7 +233,7 @@ async def create_token(request: Request, body: TokenRequest) -> TokenCreated:
     who = _personal(request)
     store = runtime_of(request).store
     assert store is not None  # _personal
-    new = await asyncio.to_thread(store.create_token, who, body.name)
+    new = await asyncio.to_thread(store.create_token, who, body.name, body.expires_in_days)
     await audit(request, "create token", new.info.id, detail=new.info.name)
     return TokenCreated.of(new)
 

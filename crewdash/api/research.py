@@ -10,13 +10,13 @@ from fastapi import APIRouter, Request
 
 from crewdash.api.batches import start
 from crewdash.api.context import runtime_of
-from crewdash.schemas.common import PROBLEMS
+from crewdash.schemas.common import STARTS
 from crewdash.schemas.requests import ResearchRequest, ResearchResponse
 
 router = APIRouter()
 
 
-@router.post("/research", response_model=ResearchResponse, responses=PROBLEMS)
+@router.post("/research", response_model=ResearchResponse, responses=STARTS)
 async def research(request: Request, body: ResearchRequest) -> ResearchResponse:
     """The tutorial's endpoint: one crew per topic, concurrently; answers when all are done.
 

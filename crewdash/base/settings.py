@@ -95,6 +95,21 @@ class Settings(BaseSettings):
         description="who may sign in: e-mail addresses or @domains (empty: anyone signed in)",
         json_schema_extra={"readme_default": "anyone signed in"},
     )
+    daily_cap_usd: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        alias="CREWDASH_DAILY_CAP_USD",
+        description="the most one person may spend a UTC day on priced models, in US dollars",
+        json_schema_extra={"readme_default": "no cap"},
+    )
+    daily_cap_tokens: int | None = Field(
+        None,
+        gt=0,
+        alias="CREWDASH_DAILY_CAP_TOKENS",
+        description="the most tokens one person may spend a UTC day on models without a price",
+        json_schema_extra={"readme_default": "no cap"},
+    )
     outputs_dir: str | None = Field(
         None,
         alias="CREWDASH_OUTPUTS_DIR",

@@ -16,6 +16,7 @@ from typing import Any
 from crewdash.base.errors import SettingsError
 from crewdash.base.settings import load_settings
 from crewdash.model.people import Person, TeamPolicy, cli_person
+from crewdash.store.accounts import MAX_TOKEN_DAYS
 from crewdash.store.history import Store
 
 
@@ -53,7 +54,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
                 args.name_of_user or "",
                 TeamPolicy.parse(settings.admins, settings.members),
             )
-            new = store.create_token(owner, args.name)
+            new = store.create_token(owner, args.name, args.expires_days)
             store.audit(me, "create token", new.info.id, detail=f"for {owner.id}: {args.name}")
             print(
                 f"token {new.info.id} for {owner.id} ({new.info.name}); shown once:",
@@ -63,7 +64,12 @@ def cmd_tokens(args: argparse.Namespace) -> int:
             return 0
         if args.action == "list":
             for info in store.tokens_of(args.user):
-                state = "revoked " + _when(info.revoked_at) if info.revoked_at else "active"
+                if info.revoked_at:
+                    state = "revoked " + _when(info.revoked_at)
+                elif info.expired:
+                    state = "expired " + _when(info.expires_at)
+                else:
+                    state = "active" + (f" until {_when(info.expires_at)}" * bool(info.expires_at))
                 print(
                     f"{info.id}  {info.user_id}  {info.name!r}  created {_when(info.created_at)}"
                     f"  last used {_when(info.last_used_at)}  {state}"
@@ -87,6 +93,12 @@ def add_command(sub: Any) -> None:
     create.add_argument("--user", required=True, help="the owner's e-mail address")
     create.add_argument("--name", required=True, help="what the token is for")
     create.add_argument("--user-name", dest="name_of_user", help="the owner's name, for display")
+    create.add_argument(
+        "--expires-days",
+        type=int,
+        metavar="DAYS",
+        help=f"valid for DAYS days (1 to {MAX_TOKEN_DAYS}); by default until revoked",
+    )
     listing = actions.add_parser("list", help="tokens (never the tokens themselves)")
     listing.add_argument("--user", help="only this user's")
     revoke = actions.add_parser("revoke", help="revoke a token by its id")

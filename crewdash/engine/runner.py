@@ -61,8 +61,10 @@ from crewdash.engine.idempotency import IdempotencyKeys
 from crewdash.engine.plans import CrewFactory, CrewPlan, RunSettings
 from crewdash.model.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState
 from crewdash.model.people import Person
+from crewdash.model.spend import SpendCap
 from crewdash.providers.llm import build_llm
 from crewdash.store.history import Store
+from crewdash.store.spending import Reservation
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class Runner:
         load: Callable[[str], BaseBlueprint] = load_blueprint,
         store: Store | None = None,
         backend: Backend | None = None,
+        spend_cap: SpendCap | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise SettingsError("max concurrency must be at least 1")
@@ -101,6 +104,7 @@ class Runner:
         self.backend: Backend = backend or LocalBackend()
         self._load = load
         self.store = store
+        self.spend_cap = spend_cap or SpendCap()  # per person and day; kept with a store only
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._cancelled: set[str] = set()  # touched on the loop thread only
         # per batch with a budget: its estimate and the crews the budget let start (loop only)
@@ -207,6 +211,16 @@ class Runner:
             estimate = self.estimate_plans(plans, settings, model)
             if why := admits_none(settings.budget, estimate, self._model(settings, model)):
                 raise BudgetTooSmall(why)
+        reserve = None
+        if self.spend_cap.active and self.store is not None:  # checked as the batch is stored
+            estimate = estimate or self.estimate_plans(plans, settings, model)
+            reserve = Reservation(
+                by.id if by else "",
+                self.spend_cap,
+                self._model(settings, model),
+                estimate.cost_usd,
+                estimate.tokens,
+            )
         if self._shutting_down or self._loop.is_closed() or not self._thread.is_alive():
             raise ShuttingDownError("the server is shutting down; try again in a moment")
         batch_id = uuid.uuid4().hex[:12]
@@ -226,7 +240,7 @@ class Runner:
             created_by_name=by.name if by else "",
         )
         if self.store is not None:
-            self.store.create_batch(batch.snapshot(), source)  # before any crew can finish
+            self.store.create_batch(batch.snapshot(), source, reserve)  # before any crew ends
             if resumable is not None:  # one blueprint and one model: what a resume needs
                 self._resumable.add(batch_id)
                 recorded = replace(settings, max_concurrency=batch.snapshot().max_concurrency)

@@ -111,3 +111,8 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem},
     422: {"model": Problem},
 }
+# ...and a route that starts a batch: past the caller's daily cap (Retry-After: the next UTC day).
+STARTS: dict[int | str, dict[str, Any]] = {
+    **PROBLEMS,
+    429: {"model": Problem, "description": "past the caller's daily cap; try again tomorrow"},
+}

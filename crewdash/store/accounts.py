@@ -2,8 +2,9 @@
 
 A token is shown once, when it is made (`cdt_<id>_<secret>`); the database keeps its id (to
 find it), a SHA-256 digest (compared in constant time) and who owns it, never the token. Its
-last use is written at most once a minute, so a busy client does not write on every call. The
-audit log holds one row per action: time, who, what, on what, and how it ended.
+last use is written at most once a minute, so a busy client does not write on every call. It may
+expire (a call with it is then a 401 that says so). The audit log holds one row per action: time,
+who, what, on what, and how it ended.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -26,6 +28,7 @@ from crewdash.store.tables import ApiTokenRow, AuditRow
 TOKEN_PREFIX = "cdt_"
 LAST_USED_EVERY_S = 60.0  # a token's last use is written at most this often
 MAX_TOKEN_NAME = 100
+MAX_TOKEN_DAYS = 3_650  # a token lives at most ten years (or until revoked)
 MAX_AUDIT_DETAIL = 2_000
 
 
@@ -40,10 +43,15 @@ class TokenInfo:
     created_at: float
     last_used_at: float | None
     revoked_at: float | None
+    expires_at: float | None = None  # None: never
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.time() >= self.expires_at
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.expired
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ def _info(row: ApiTokenRow) -> TokenInfo:
         created_at=row.created_at,
         last_used_at=row.last_used_at,
         revoked_at=row.revoked_at,
+        expires_at=row.expires_at,
     )
 
 
@@ -98,9 +107,15 @@ class Accounts:
 
     # --- personal API tokens ------------------------------------------------------------------
 
-    def create_token(self, owner: Person, name: str) -> NewToken:
-        """A new token for `owner`, named `name`; the token is in the answer and nowhere else."""
+    def create_token(
+        self, owner: Person, name: str, expires_in_days: int | None = None
+    ) -> NewToken:
+        """A new token for `owner`, named `name`, valid for `expires_in_days` (None: until
+        revoked); the token is in the answer and nowhere else."""
         name = token_name(name)
+        if expires_in_days is not None and not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
+            raise SettingsError(f"a token expires in 1 to {MAX_TOKEN_DAYS} days (or never)")
+        now = time.time()
         check_storable(owner.id, "the user")
         token_id = secrets.token_hex(6)
         token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
@@ -110,9 +125,10 @@ class Accounts:
             user_id=owner.id,
             user_name=owner.name,
             name=name,
-            created_at=time.time(),
+            created_at=now,
             last_used_at=None,
             revoked_at=None,
+            expires_at=None if expires_in_days is None else now + expires_in_days * 86_400,
         )
         with Session(self.engine) as session, session.begin():
             session.add(row)
@@ -156,6 +172,9 @@ class Accounts:
                 return None, "this token was revoked"
             info = _info(row)
         now = time.time()
+        if info.expires_at is not None and now >= info.expires_at:
+            ended = datetime.fromtimestamp(info.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            return None, f"this token expired on {ended}; make a new one on the account page"
         if info.last_used_at is None or now - info.last_used_at >= LAST_USED_EVERY_S:
             with Session(self.engine) as session, session.begin():
                 session.execute(
@@ -166,7 +185,10 @@ class Accounts:
     def has_tokens(self) -> bool:
         """Whether any personal token is active (the API then asks every caller for one)."""
         with Session(self.engine) as session:
-            query = select(func.count()).where(ApiTokenRow.revoked_at.is_(None))
+            query = select(func.count()).where(
+                ApiTokenRow.revoked_at.is_(None),
+                or_(ApiTokenRow.expires_at.is_(None), ApiTokenRow.expires_at > time.time()),
+            )
             return bool(session.scalar(query.select_from(ApiTokenRow)))
 
     # --- the audit log ------------------------------------------------------------------------

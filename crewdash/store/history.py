@@ -53,6 +53,7 @@ from crewdash.store.rows import (
     span_of,
     summary_of,
 )
+from crewdash.store.spending import Reservation, Spending
 from crewdash.store.tables import BatchRow, BenchRunRow, CrewRow, OwnerRow, SpanRow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -79,7 +80,7 @@ def _safe_url(url: str) -> str:
         return "<unparsable DATABASE_URL>"
 
 
-class Store(Owners, Accounts):
+class Store(Owners, Accounts, Spending):
     """Thread-safe access to the history database."""
 
     def __init__(self, url: str | None = None) -> None:
@@ -114,12 +115,24 @@ class Store(Owners, Accounts):
 
     # --- writes -------------------------------------------------------------------------------
 
-    def create_batch(self, snap: BatchSnapshot, source: str = "page") -> None:
+    def create_batch(
+        self, snap: BatchSnapshot, source: str = "page", reserve: Reservation | None = None
+    ) -> None:
+        """Store a new batch; with `reserve`, only if it keeps its person under their daily cap
+        (`SpendCapExceeded` otherwise, and nothing is stored)."""
         with self._owner_lock, Session(self.engine) as session, session.begin():
+            if reserve is not None:
+                self.lock_person(session, reserve.user_id)
             self._renew(session)  # the batch's owner is alive from its first row on
-            self._registered = True
-            session.add(batch_row(snap, self.owner_id, source))
+            row = batch_row(snap, self.owner_id, source)
+            if reserve is not None:
+                row.estimate_usd, row.estimate_tokens = reserve.cost_usd, reserve.tokens
+            session.add(row)
             session.add_all(crew_row(snap.batch_id, c) for c in snap.crews)
+            if reserve is not None:
+                session.flush()  # written first: SQLite's write lock is held from here
+                self.check_reservation(session, snap.batch_id, reserve)
+        self._registered = True  # committed: the owner row is there
 
     def save_crew(self, batch_id: str, crew: CrewSnapshot) -> None:
         """Write one crew's state and spans; committed when this returns. A crew's start

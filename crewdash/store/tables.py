@@ -46,6 +46,10 @@ class BatchRow(Base):
     # who started it (migration 0010): an e-mail address, `service`, `team`, `cli:<user>`...
     created_by: Mapped[str] = mapped_column(String(320), default="", index=True)
     created_by_name: Mapped[str] = mapped_column(String(200), default="")
+    # what it was estimated at when it started (migration 0011): it counts as at least that
+    # toward its person's daily cap until it is done
+    estimate_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    estimate_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class CrewRow(Base):
@@ -197,6 +201,7 @@ class ApiTokenRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: never
 
 
 class AuditRow(Base):
