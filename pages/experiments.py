@@ -20,7 +20,7 @@ from crewdash.present.experiment_charts import (
 )
 from crewdash.present.experiment_exports import cell_text, export_grid
 from ui.batch_view import REFRESH_SECONDS
-from ui.people import person
+from ui.people import audit, person
 from ui.polling import poll_until_done
 from ui.session import llm_settings, require_login, run_settings, runtime, state
 from ui.text import code, plain, render_answer
@@ -111,6 +111,7 @@ if submitted:
     except CrewdashError as exc:
         st.error(plain(exc), icon=":material/error:")
     else:
+        audit("run experiment", f"experiment {experiment_id}")
         for note in notes:
             st.info(plain(note), icon=":material/info:")
         open_experiment(experiment_id)
@@ -229,13 +230,26 @@ st.caption(
     + (" · response cache on" if spec.cache else "")
     + (f" · re-run of {code(spec.rerun_of)}" if spec.rerun_of else "")
 )
+
+
+def cancel_cells(experiment_id: str) -> None:
+    rt.runner.request_cancel(experiment_id)
+    audit("cancel", f"experiment {experiment_id}")
+
+
 if not first.done and experiment_id in rt.runner.batch_ids():
-    st.button(
-        "Cancel the cells still running",
-        icon=":material/stop_circle:",
-        key="experiments.cancel",
-        on_click=lambda: rt.runner.request_cancel(experiment_id),
-    )
+    started_by = rt.runner.batch(experiment_id).snapshot()
+    if person().may_act_on(started_by.created_by):
+        st.button(
+            "Cancel the cells still running",
+            icon=":material/stop_circle:",
+            key="experiments.cancel",
+            on_click=cancel_cells,
+            args=(experiment_id,),
+        )
+    else:
+        who = started_by.created_by_name or started_by.created_by or "someone"
+        st.caption(plain(f"Started by {who}: only they or an admin can cancel it."))
 poll_until_done(first, lambda: experiments.grid(experiment_id), draw, every_s=REFRESH_SECONDS)
 st.page_link(
     "pages/history.py",
@@ -285,6 +299,8 @@ for v, column in enumerate(columns):
                 except CrewdashError as exc:
                     st.error(plain(exc), icon=":material/error:")
                 else:
+                    where = f"experiment {experiment_id} cell {cell.index}"
+                    audit("mark", where, detail=mark or "")
                     st.rerun()
 
 st.markdown("#### Export and run again")
@@ -310,9 +326,9 @@ only = again[0].selectbox(
 )  # fmt: skip
 if again[1].button("Re-run (cache on)", icon=":material/replay:", disabled=not grid.done):
     try:
-        open_experiment(
-            experiments.rerun(experiment_id, llm_settings(), only, cache=True, by=person())
-        )
+        new_id = experiments.rerun(experiment_id, llm_settings(), only, cache=True, by=person())
+        audit("rerun", f"experiment {experiment_id}", detail=f"as {new_id}")
+        open_experiment(new_id)
     except CrewdashError as exc:
         st.error(plain(exc), icon=":material/error:")
     else:

@@ -17,8 +17,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from crewdash.cli.main import main
+from crewdash.experiments.spec import build_spec, parse_variant
+from crewdash.model.people import Person
 from tests.api_server import api_server
 from tests.apptest import APP, click
+from tests.test_people_pages import COMPLETE_AUTH
 from tests.test_store import POSTGRES_URL
 from ui.session import runtime
 
@@ -166,6 +169,10 @@ def test_the_page_shows_the_same_figures(page_runtime: None, cli_run: dict[str, 
     cell = runtime().experiments.grid(experiment_id).cells[1]
     assert (cell.variant, cell.mark, cell.note) == ("thorough", "good", "the best one")
     assert "good" in at.table[0].value.loc["cli alpha", "thorough"]
+    store = runtime().store
+    assert store is not None
+    (marked,) = [e for e in store.audit_log() if e.action == "mark"]
+    assert (marked.user_id, marked.object) == ("anonymous", f"experiment {experiment_id} cell 1")
 
     # "Edit as a new experiment" fills the form with this one, to change a variant and run it
     next(b for b in at.button if b.label == "Edit as a new experiment").click().run()
@@ -206,6 +213,46 @@ def test_the_page_refuses_bad_variants_and_starts_good_ones(page_runtime: None) 
     assert not at.exception
     grid = runtime().experiments.wait(experiment_id, 60)
     assert grid.done and {c.state for c in grid.cells} <= {"succeeded", "cancelled"}
+    store = runtime().store
+    assert store is not None
+    log = {(e.user_id, e.action, e.object) for e in store.audit_log()}
+    assert ("anonymous", "run experiment", f"experiment {experiment_id}") in log
+    assert ("anonymous", "cancel", f"experiment {experiment_id}") in log
+
+
+def test_only_its_starter_or_an_admin_may_cancel_an_experiment_from_the_page(
+    page_runtime: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREWDASH_ADMINS", "boss@example.com")
+    monkeypatch.setenv("CREWDASH_MEMBERS", "@example.com")
+    runtime.clear()  # the settings above, read at start
+    experiments = runtime().experiments
+    spec, _ = build_spec("held [demo:wait=120]", [parse_variant(FAST), parse_variant(THOROUGH)])
+    ann = Person("ann@example.com", "Ann Analyst")
+    experiment_id = experiments.start(spec, runtime().default_settings.llm, by=ann)
+
+    def page(email: str) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.secrets["auth"] = COMPLETE_AUTH
+        at.user = {"is_logged_in": True, "email": email, "name": email}
+        at.switch_page("pages/experiments.py")
+        at.query_params["experiment"] = experiment_id
+        at.run()
+        assert not at.exception
+        return at
+
+    bob = page("bob@example.com")
+    assert not [b for b in bob.button if b.label == "Cancel the cells still running"]
+    assert any("only they or an admin can cancel it" in c.value for c in bob.caption)
+    boss = page("boss@example.com")
+    next(b for b in boss.button if b.label == "Cancel the cells still running").click().run()
+    assert not boss.exception
+    grid = experiments.wait(experiment_id, 60)
+    assert grid.done and {c.state for c in grid.cells} == {"cancelled"}
+    store = runtime().store
+    assert store is not None
+    log = {(e.user_id, e.action, e.object) for e in store.audit_log()}
+    assert ("boss@example.com", "cancel", f"experiment {experiment_id}") in log
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
