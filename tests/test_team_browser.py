@@ -6,6 +6,7 @@ audit log holds every action with the right person."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,19 @@ def run_batch(page: Page, topic: str) -> str:
     return re.findall(r"batch=([0-9a-f]{12})", page.url)[0]
 
 
+def batches_listed(page: Page, expected: set[str]) -> set[str]:
+    """The batch ids in the History table (its grid's accessible cells), once they are
+    `expected` or after a generous wait."""
+    cells = page.locator("[data-testid='stDataFrame'] [role='gridcell']")
+    deadline = time.monotonic() + 30
+    while True:
+        texts = (t.strip() for t in cells.all_inner_texts())
+        seen = {t for t in texts if re.fullmatch(r"[0-9a-f]{12}", t)}
+        if seen == expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.2)
+
+
 def test_a_team_each_with_their_own_batches_and_an_admin(
     browser: Browser, app: Path, provider: OIDCProvider
 ) -> None:
@@ -83,6 +97,15 @@ def test_a_team_each_with_their_own_batches_and_an_admin(
     bob_cancel = pages["bob"].get_by_role("button", name="Cancel batch")
     bob_cancel.click(force=True, timeout=LOAD)
     expect(pages["bob"].get_by_text(re.compile(r"\d cancelled"))).to_be_visible(timeout=60_000)
+
+    # History: "mine" is Ann's batch alone, "everyone" both
+    history = pages["ann"]
+    history.goto(f"{url}/history")
+    expect(history.get_by_role("heading", name="History")).to_be_visible(timeout=LOAD)
+    assert batches_listed(history, {ann_batch, bob_batch}) == {ann_batch, bob_batch}
+    history.get_by_label("Started by").click()
+    history.get_by_role("option", name="mine").click()
+    assert batches_listed(history, {ann_batch}) == {ann_batch}
 
     # someone the settings do not let in
     eve = new_context(browser)
