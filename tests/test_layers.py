@@ -31,6 +31,7 @@ def _imports(path: Path) -> list[tuple[str, str | None]]:
 RANKS = {
     "base": 0,
     "model": 1,
+    "sheets": 1,
     "providers": 2,
     "store": 2,
     "blueprints": 3,

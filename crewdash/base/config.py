@@ -37,6 +37,19 @@ PRICES_FILE = RESOURCES_DIR / "prices.yaml"
 
 MAX_TOPICS = 100
 MAX_TOPIC_CHARS = 300
+
+# Spreadsheets in (crewdash/sheets/): checked before parsing (size) or while reading, so a bad
+# upload costs at most one pass. Rows times columns bound what a Sheet holds in memory.
+MAX_SHEET_BYTES = 50 * 1024 * 1024
+# An .xlsx is a zip: what its parts unpack to, as its directory declares (zipfile stops a part
+# at its declared size), so a small zip bomb is refused before openpyxl reads it.
+MAX_SHEET_UNPACKED_BYTES = 500 * 1024 * 1024
+MAX_SHEET_ROWS = 10_000
+MAX_SHEET_COLUMNS = 256
+MAX_CELL_CHARS = 10_000
+# Spreadsheets out (crewdash/present/sheet_export.py): at most this many columns for the fields
+# of structured outputs and for task outputs each; the whole output is always in its own column.
+MAX_SHEET_FIELD_COLUMNS = 50
 DEFAULT_MAX_CONCURRENCY: int = default_of("CREWDASH_MAX_CONCURRENCY")
 DEFAULT_BLUEPRINT = "research"
 

@@ -10,7 +10,8 @@ CrewdashError
 ├── StoreError        the database cannot be reached or used (names DATABASE_URL)
 ├── ShuttingDownError the runner no longer admits batches
 ├── JobBusyError      another measurement (benchmark, pitfall demo) is running
-└── ExportFormatError an export format crewdash does not produce
+├── ExportFormatError an export format crewdash does not produce
+└── SheetError        a spreadsheet crewdash cannot read or map; names the limit or the problem
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class BatchElsewhereError(CrewdashError):
 
 class ExportFormatError(CrewdashError, ValueError):
     """An export format crewdash does not produce."""
+
+
+class SheetError(CrewdashError, ValueError):
+    """An uploaded spreadsheet cannot be read, or its rows cannot be mapped to a blueprint's
+    inputs; the one-line message names the file, the limit or the cell."""
 
 
 class JobBusyError(CrewdashError):
