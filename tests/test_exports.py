@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from crewdash.base.errors import ExportFormatError
 from crewdash.model.batch import Batch, TokenUsage
-from crewdash.present.exports import csv_cell, export
+from crewdash.present.exports import csv_cell, csv_text, export
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMULAS = [
@@ -183,3 +184,10 @@ def test_the_experiment_grid_csv_follows_the_same_rule() -> None:
     cells = [r for r in csv.reader(io.StringIO(grid_csv(grid), newline="")) if r[0] == "cell"]
     assert [r[1] for r in cells] == ["- a bulleted topic"] * 2 + ["'=1+1"] * 2
     assert [r[10] for r in cells[:2]] == ["- kept as written", "'@SUM(A1:A2)"]
+
+
+def test_csv_text_separates_with_a_delimiter_csv_cell_quotes_and_no_other() -> None:
+    assert csv_text([["a;b", "c"]], ";") == '"a;b";c\r\n'
+    assert csv_text([["a\tb", "c"]], "\t") == '"a\tb"\tc\r\n'
+    with pytest.raises(ExportFormatError, match=r"unsupported CSV delimiter '\|'"):
+        csv_text([["a|b"]], "|")  # csv_cell does not quote "|": the cell would split

@@ -71,9 +71,16 @@ def csv_cell(value: CsvCell) -> str:
     return value
 
 
-def csv_text(rows: Iterable[Iterable[CsvCell]]) -> str:
-    """Rows as CSV (CRLF line ends, as the csv module writes), every cell through `csv_cell`."""
-    return "".join(",".join(csv_cell(cell) for cell in row) + "\r\n" for row in rows)
+# The separators `csv_cell` quotes inside a cell, so any of them may separate cells.
+CSV_DELIMITERS = (",", ";", "\t")
+
+
+def csv_text(rows: Iterable[Iterable[CsvCell]], delimiter: str = ",") -> str:
+    """Rows as CSV (CRLF line ends, as the csv module writes), every cell through `csv_cell`,
+    separated by `delimiter` (one of `CSV_DELIMITERS`)."""
+    if delimiter not in CSV_DELIMITERS:
+        raise ExportFormatError(f"unsupported CSV delimiter {delimiter!r}; use , ; or tab")
+    return "".join(delimiter.join(csv_cell(cell) for cell in row) + "\r\n" for row in rows)
 
 
 def _fixed(value: float | None, places: int) -> Decimal | None:
