@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import math
 import runpy
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -21,6 +22,7 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from crewdash.base.config import DEFAULT_BLUEPRINT
 from crewdash.base.errors import CrewdashError, SettingsError
+from crewdash.base.login_cookie import CookieState, LoginCookie
 from crewdash.base.login_guard import LoginGuard
 from crewdash.base.settings import load_settings
 from crewdash.blueprints.catalog import describe_blueprints
@@ -36,6 +38,7 @@ from crewdash.providers.llm import (
     check_connection,
 )
 from crewdash.runtime import Runtime
+from ui import browser_login
 from ui.text import plain
 
 ENTRY_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
@@ -76,9 +79,33 @@ def _environment_password() -> str | None:
     return load_settings(only={"CREWDASH_PASSWORD"}).secret("CREWDASH_PASSWORD")
 
 
+def _password() -> str | None:
+    return _secret("password") or _environment_password()
+
+
 def password_required() -> bool:
     """Whether the shared password guards the dashboard (no identity provider configured)."""
-    return bool(_secret("password") or _environment_password())
+    return bool(_password())
+
+
+def _login_cookie(password: str) -> LoginCookie:
+    """The signer of this password's login cookie (raises `SettingsError` on a bad setting)."""
+    settings = load_settings(only={"CREWDASH_COOKIE_SECRET", "CREWDASH_LOGIN_DAYS"})
+    secret = settings.secret("CREWDASH_COOKIE_SECRET")
+    return LoginCookie(password, secret, max_age_s=settings.login_days * 86_400)
+
+
+def _password_login(login: LoginCookie) -> bool:
+    """Whether this session is in: by the password typed in it, else by a valid cookie of an
+    earlier page load (not once this session logged out: its page load's cookie is stale)."""
+    if st.session_state.get("auth.ok"):
+        return True
+    if st.session_state.get("auth.logged_out"):
+        return False
+    if browser_login.cookie_state(login) is CookieState.VALID:
+        st.session_state["auth.ok"] = True
+        return True
+    return False
 
 
 def locked() -> bool:
@@ -91,7 +118,13 @@ def locked() -> bool:
         return True
     if auth is not None:
         return bool(auth_problem(auth)) or signed_in_person() is None
-    return password_required() and not st.session_state.get("auth.ok")
+    password = _password()
+    if not password:
+        return False
+    try:
+        return not _password_login(_login_cookie(password))
+    except SettingsError:
+        return True  # the gate says what is wrong
 
 
 def _identity_provider_gate(auth: Mapping[str, Any] | None, unreadable: str | None) -> bool:
@@ -132,13 +165,30 @@ def gate() -> None:
 
     if _identity_provider_gate(*auth_section()):
         return
-    password = _secret("password") or _environment_password()
+    password = _password()
     if not password:
         return
-    if st.session_state.get("auth.ok"):
+    try:
+        login = _login_cookie(password)
+    except SettingsError as exc:  # fail closed, one line
+        st.title("crewdash")
+        st.error(plain(f"crewdash cannot start: {exc}"), icon=":material/error:")
+        st.stop()
+    if _password_login(login):
         st.sidebar.button("Log out", key="auth.logout", on_click=_log_out)
+        logged_in_at = st.session_state.get("auth.logged_in_at")
+        if logged_in_at:  # the password was typed in this session: keep it in the browser
+            with st.sidebar:
+                browser_login.write(login, logged_in_at)
         return
+    cookie = None if st.session_state.get("auth.logged_out") else browser_login.cookie_state(login)
+    if st.session_state.get("auth.logged_out") or browser_login.has_cookie():
+        browser_login.delete()  # logged out, or a stale cookie: the browser forgets it
     st.title("crewdash")
+    if cookie is CookieState.EXPIRED:
+        st.caption("Your login has expired: enter the password again.")
+    elif cookie is CookieState.INVALID:
+        st.caption("Your saved login is no longer valid: enter the password again.")
     with st.form("auth.form"):
         typed = st.text_input("Password", type="password", key="auth.password")
         entered = st.form_submit_button("Enter", type="primary")
@@ -150,6 +200,8 @@ def gate() -> None:
         elif hmac.compare_digest(typed.encode(), password.encode()):
             guard.succeeded(*keys)
             st.session_state["auth.ok"] = True
+            st.session_state["auth.logged_in_at"] = time.time()
+            st.session_state.pop("auth.logged_out", None)
             st.session_state.pop("auth.password", None)
             st.rerun()
         else:
@@ -162,8 +214,11 @@ def gate() -> None:
 
 
 def _log_out() -> None:
-    """The shared password's Log out: this session asks for the password again."""
+    """The shared password's Log out: this session asks for the password again, and the
+    browser forgets its login cookie (the gate draws the deletion)."""
     st.session_state.pop("auth.ok", None)
+    st.session_state.pop("auth.logged_in_at", None)
+    st.session_state["auth.logged_out"] = True
 
 
 @st.cache_resource
