@@ -23,6 +23,8 @@ LOAD = 30_000  # ms: a cold page on a loaded two-core machine
 PASSWORD = "cookie-pw-21"
 SECRET = "cookie-secret-for-the-test"
 DAYS = 7
+# extra-streamlit-components' hidden frames that write and delete the cookie
+FRAMES = "iframe[title*='CookieManager']"
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +52,15 @@ def login_cookie(context: BrowserContext, url: str) -> dict[str, object] | None:
     return dict(found[0]) if found else None
 
 
-def wait_for_cookie(context: BrowserContext, url: str, present: bool) -> dict[str, object] | None:
-    """The page writes and deletes the cookie from a component's frame, after the script run."""
+def wait_for_cookie(page: Page, url: str, present: bool) -> dict[str, object] | None:
+    """The page writes and deletes the cookie from a component's frame, after the script run;
+    once it is done the frame goes (a frame left would write again when the page redraws it)."""
+    context = page.context
     deadline = time.monotonic() + LOAD / 1000
     while (login_cookie(context, url) is not None) != present:
         assert time.monotonic() < deadline, f"the login cookie is {'not ' * present}there"
         time.sleep(0.1)
+    expect(page.locator(FRAMES)).to_have_count(0, timeout=LOAD)
     return login_cookie(context, url)
 
 
@@ -74,7 +79,7 @@ def test_the_login_survives_a_reload_and_a_typed_url_until_log_out(
     context = browser.new_context()
     page = context.new_page()
     log_in(page, url)
-    cookie = wait_for_cookie(context, url, present=True)
+    cookie = wait_for_cookie(page, url, present=True)
     assert cookie is not None
     assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"
     lasts = float(str(cookie["expires"])) - time.time()
@@ -93,7 +98,7 @@ def test_the_login_survives_a_reload_and_a_typed_url_until_log_out(
 
     page.get_by_role("button", name="Log out").click()
     password_form(page)
-    wait_for_cookie(context, url, present=False)
+    wait_for_cookie(page, url, present=False)
     page.reload()
     password_form(page)
     page.goto(f"{url}/history")
@@ -101,7 +106,7 @@ def test_the_login_survives_a_reload_and_a_typed_url_until_log_out(
     expect(page.get_by_role("heading", name="History")).to_have_count(0)
 
     log_in(page, url)  # and in again: a new cookie
-    wait_for_cookie(context, url, present=True)
+    wait_for_cookie(page, url, present=True)
     page.reload()
     logged_in(page, "Run crews concurrently")
     context.close()
@@ -115,7 +120,7 @@ def test_a_cookie_tampered_with_expired_or_foreign_shows_the_password_form(
     context = browser.new_context()
     page = context.new_page()
     log_in(page, url)
-    cookie = wait_for_cookie(context, url, present=True)
+    cookie = wait_for_cookie(page, url, present=True)
     assert cookie is not None
     value = str(cookie["value"])
     user, stamp, signature = value.split(".")
@@ -138,7 +143,7 @@ def test_a_cookie_tampered_with_expired_or_foreign_shows_the_password_form(
             password_form(page)
             expect(page.get_by_text(caption)).to_be_visible(timeout=LOAD)
             expect(page.get_by_role("heading", name="History")).to_have_count(0)
-            wait_for_cookie(context, url, present=False)  # the page deletes a stale cookie
+            wait_for_cookie(page, url, present=False)  # the page deletes a stale cookie
 
     # one signed with the server's password and secret, by the test: in
     forged_right = LoginCookie(PASSWORD, SECRET).issue("team")
@@ -158,7 +163,7 @@ def test_the_login_outlives_a_server_restart(browser: Browser, tmp_path: Path) -
     with streamlit_app(tmp_path / "first.log", env) as url:
         page = context.new_page()
         log_in(page, url)
-        wait_for_cookie(context, url, present=True)
+        wait_for_cookie(page, url, present=True)
         page.close()
     with streamlit_app(tmp_path / "second.log", env) as url:
         # a new port: the cookie goes along (cookies are per host, not per port)

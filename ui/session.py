@@ -96,16 +96,32 @@ def _login_cookie(password: str) -> LoginCookie:
 
 
 def _password_login(login: LoginCookie) -> bool:
-    """Whether this session is in: by the password typed in it, else by a valid cookie of an
-    earlier page load (not once this session logged out: its page load's cookie is stale)."""
+    """Whether this session is in: by the password typed in it, else by a valid cookie of the
+    page load. That cookie counts once, on the session's first run: after a Log out it is
+    stale. An expired or invalid one is noted for the form and deleted."""
     if st.session_state.get("auth.ok"):
         return True
-    if st.session_state.get("auth.logged_out"):
-        return False
-    if browser_login.cookie_state(login) is CookieState.VALID:
-        st.session_state["auth.ok"] = True
-        return True
+    if not st.session_state.get("auth.cookie_read"):
+        st.session_state["auth.cookie_read"] = True
+        cookie = browser_login.cookie_state(login)
+        if cookie is CookieState.VALID:
+            st.session_state["auth.ok"] = True
+            return True
+        if cookie is not CookieState.MISSING:
+            st.session_state["auth.cookie_note"] = cookie.value
+            st.session_state["auth.cookie_delete"] = True
     return False
+
+
+def _cookie_writes(login: LoginCookie) -> None:
+    """Draw the cookie's pending write or deletion until its frame answers that it is done."""
+    logged_in_at = st.session_state.get("auth.cookie_write")
+    if logged_in_at is not None:
+        with st.sidebar:
+            if browser_login.write(login, logged_in_at):
+                del st.session_state["auth.cookie_write"]
+    elif st.session_state.get("auth.cookie_delete") and browser_login.delete():
+        del st.session_state["auth.cookie_delete"]
 
 
 def locked() -> bool:
@@ -176,18 +192,14 @@ def gate() -> None:
         st.stop()
     if _password_login(login):
         st.sidebar.button("Log out", key="auth.logout", on_click=_log_out)
-        logged_in_at = st.session_state.get("auth.logged_in_at")
-        if logged_in_at:  # the password was typed in this session: keep it in the browser
-            with st.sidebar:
-                browser_login.write(login, logged_in_at)
+        _cookie_writes(login)
         return
-    cookie = None if st.session_state.get("auth.logged_out") else browser_login.cookie_state(login)
-    if st.session_state.get("auth.logged_out") or browser_login.has_cookie():
-        browser_login.delete()  # logged out, or a stale cookie: the browser forgets it
+    _cookie_writes(login)
     st.title("crewdash")
-    if cookie is CookieState.EXPIRED:
+    note = st.session_state.get("auth.cookie_note")
+    if note == CookieState.EXPIRED:
         st.caption("Your login has expired: enter the password again.")
-    elif cookie is CookieState.INVALID:
+    elif note == CookieState.INVALID:
         st.caption("Your saved login is no longer valid: enter the password again.")
     with st.form("auth.form"):
         typed = st.text_input("Password", type="password", key="auth.password")
@@ -200,9 +212,9 @@ def gate() -> None:
         elif hmac.compare_digest(typed.encode(), password.encode()):
             guard.succeeded(*keys)
             st.session_state["auth.ok"] = True
-            st.session_state["auth.logged_in_at"] = time.time()
-            st.session_state.pop("auth.logged_out", None)
-            st.session_state.pop("auth.password", None)
+            st.session_state["auth.cookie_write"] = time.time()  # drawn from the next run on
+            for key in ("auth.cookie_delete", "auth.cookie_note", "auth.password"):
+                st.session_state.pop(key, None)
             st.rerun()
         else:
             wait = guard.failed(*keys)
@@ -217,8 +229,8 @@ def _log_out() -> None:
     """The shared password's Log out: this session asks for the password again, and the
     browser forgets its login cookie (the gate draws the deletion)."""
     st.session_state.pop("auth.ok", None)
-    st.session_state.pop("auth.logged_in_at", None)
-    st.session_state["auth.logged_out"] = True
+    st.session_state.pop("auth.cookie_write", None)
+    st.session_state["auth.cookie_delete"] = True
 
 
 @st.cache_resource
