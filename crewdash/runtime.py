@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from crewdash.base.config import (
     quiet_crewai_logs,
 )
-from crewdash.base.errors import SettingsError, UnknownBatchError, describe_error
+from crewdash.base.errors import (
+    BatchRunningError,
+    SettingsError,
+    UnknownBatchError,
+    describe_error,
+)
 from crewdash.base.settings import (
     Settings,
     default_of,
@@ -337,6 +342,18 @@ class Runtime:
             if saved is None:
                 raise
             return saved
+
+    def delete_batch(self, batch_id: str) -> int:
+        """Delete an ended batch everywhere: the database, its crews' files, the runner's and
+        the experiments' memory. Returns how many crews it had. `BatchRunningError` while it
+        runs, or while this process's judge still scores it (an experiment)."""
+        if self.experiments.judging(batch_id):
+            raise BatchRunningError(
+                batch_id, "is still being judged: wait for its last scores, then delete it"
+            )
+        crews = self.runner.delete(batch_id)
+        self.experiments.forget(batch_id)
+        return crews
 
     def warm_up(self) -> Future[None]:
         """Warm the runner's backend up against the default demo model, in the background."""

@@ -40,6 +40,8 @@ RERUN_STATES = {
 
 rt = runtime()
 st.title("History")
+if deleted := st.session_state.pop("history.deleted", None):  # from a batch's page
+    st.success(f"Deleted batch {code(deleted)} and everything of it.", icon=":material/delete:")
 if rt.store is None:
     st.info("History is off: no database is configured.")
     st.stop()

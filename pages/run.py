@@ -233,6 +233,43 @@ def render_cancel(snap: BatchSnapshot) -> None:
             audit("cancel", f"crew {run_id}")
 
 
+def render_delete(snap: BatchSnapshot, where: DeltaGenerator) -> None:
+    """Delete an ended batch after a confirmation that names what goes with it, then land on
+    History. Only who started it, or an admin, may."""
+    if not person().may_act_on(snap.created_by):
+        where.caption(
+            plain(
+                f"Started by {snap.created_by_name or snap.created_by or 'someone'}: only they "
+                "or an admin can delete it."
+            )
+        )
+        return
+    what = f"its {len(snap.crews)} crew(s): their answers, timings, checkpoints and files"
+    if snap.blueprint == "experiment":
+        what += ", and the experiment's scores and marks"
+    with where.popover("Delete batch", icon=":material/delete:"):
+        st.markdown(
+            f"Delete batch {code(snap.batch_id)} ({plain(snap.blueprint)}) and {what}? "
+            "This cannot be undone."
+        )
+        if not st.button("Delete for good", type="primary", key=f"run.delete.{snap.batch_id}"):
+            return
+    target = f"batch {snap.batch_id}"
+    try:
+        crews = runtime().delete_batch(snap.batch_id)
+    except UnknownBatchError:
+        st.warning(f"Batch {code(snap.batch_id)} is already gone.")
+        return
+    except CrewdashError as exc:
+        audit("delete", target, "refused", str(exc))
+        st.error(plain(exc), icon=":material/error:")
+        return
+    audit("delete", target, detail=f"{crews} crews")
+    st.session_state.pop("run.batch_id", None)
+    st.session_state["history.deleted"] = snap.batch_id
+    st.switch_page("pages/history.py")
+
+
 batch_id = st.session_state.get("run.batch_id") or st.query_params.get("batch") or ""
 
 if batch_id:
@@ -256,8 +293,16 @@ if batch_id:
             render_gauges()
         render_batch_rest(snap)
         if snap.done:
-            render_downloads(snap, "run")
+            (spare,) = render_downloads(snap, "run")
+            render_delete(snap, spare)
             if render_resume(snap, "run"):
                 st.rerun()  # the batch runs again: draw it live
 
-    poll_until_done(first, lambda: runtime().snapshot(batch_id), draw, every_s=REFRESH_SECONDS)
+    def fetch() -> BatchSnapshot | None:
+        try:
+            return runtime().snapshot(batch_id)
+        except UnknownBatchError:  # deleted since the page opened it
+            st.warning(f"Batch {code(batch_id)} is not in the history; start a new one above.")
+            return None
+
+    poll_until_done(first, fetch, draw, every_s=REFRESH_SECONDS)

@@ -104,7 +104,7 @@ def test_without_sign_in_there_is_no_personal_token_to_make() -> None:
 
 
 def test_a_token_can_expire_and_the_list_says_when() -> None:
-    at = account("ann@example.com", "Ann")
+    at = account("expiring@example.com", "Exp")
     at.text_input(key="account.token_name").input("for a month")
     at.selectbox(key="account.token_expiry").select(30)
     at.button(key="FormSubmitter:account.new_token-Create token").click().run()
@@ -113,7 +113,7 @@ def test_a_token_can_expire_and_the_list_says_when() -> None:
     assert list(table["State"]) == ["active"] and list(table["Expires"]) != ["never"]
     store = runtime().store
     assert store is not None
-    (token,) = store.tokens_of("ann@example.com")
+    (token,) = store.tokens_of("expiring@example.com")
     assert token.expires_at == pytest.approx(token.created_at + 30 * 86_400)
 
 
@@ -121,22 +121,22 @@ def test_spend_today_shows_and_a_run_past_the_daily_cap_is_refused_before_it_sta
     rt = runtime()
     store = rt.store
     assert store is not None
-    run = account("ann@example.com", "Ann", "pages/run.py")
+    run = account("spender@example.com", "Spender", "pages/run.py")
     assert any("Your daily cap: $1.0000 of $1.00 left" in c for c in shown(run.caption))
     run.text_area(key="run.topics").input("one topic")
     click(run, "Run")
     assert not run.exception and not run.error
-    (batch,) = store.list_batches(user="ann@example.com")
+    (batch,) = store.list_batches(user="spender@example.com")
     assert rt.runner.batch(batch.batch_id).wait(60)
 
-    page = account("ann@example.com", "Ann")
+    page = account("spender@example.com", "Spender")
     today = float(metric(page, "Today (UTC)").lstrip("$"))
     assert 0 < today < 0.5
     assert metric(page, "Left today") == f"${1 - today:,.4f}"
 
     # ten more crews (at least $1.40, learned from the first) do not fit in what is left:
     # refused, nothing started
-    again = account("ann@example.com", "Ann", "pages/run.py")
+    again = account("spender@example.com", "Spender", "pages/run.py")
     ten = "\n".join(f"topic {i}" for i in range(10))
     again.text_area(key="run.topics").input(ten)
     click(again, "Run")
@@ -144,12 +144,12 @@ def test_spend_today_shows_and_a_run_past_the_daily_cap_is_refused_before_it_sta
     (refusal,) = shown(again.error)
     assert refusal.startswith("Past your daily cap: this batch is estimated at $")
     assert any("Run will be refused" in w for w in shown(again.warning))
-    assert len(store.list_batches(user="ann@example.com")) == 1
+    assert len(store.list_batches(user="spender@example.com")) == 1
     assert again.text_area(key="run.topics").value == ten  # nothing typed is lost
-    refused = [e for e in store.audit_log(user_id="ann@example.com") if e.outcome == "refused"]
+    refused = [e for e in store.audit_log(user_id="spender@example.com") if e.outcome == "refused"]
     assert refused and "daily cap" in refused[0].detail
 
     boss = account("boss@example.com", "The Boss")
     (everyone,) = [d.value for d in boss.dataframe if "Today $" in d.value.columns]
-    assert list(everyone["Who"]) == ["ann@example.com"]
-    assert list(everyone["Today batches"]) == [1]
+    ann_row = everyone[everyone["Who"] == "spender@example.com"]  # (the history is this worker's)
+    assert list(ann_row["Today batches"]) == [1]

@@ -229,6 +229,8 @@ def test_csv_export_gives_a_spreadsheet_no_formula(api: httpx.Client) -> None:
         ("get", "/batches/does-not-exist", {}, 404, "no batch with id 'does-not-exist'"),
         ("get", "/batches/does-not-exist/events", {}, 404, "no batch"),
         ("post", "/batches/does-not-exist/cancel", {}, 404, "no batch"),
+        ("delete", "/batches/does-not-exist", {}, 404, "no batch"),
+        ("delete", "/batches/0123456789ab", {}, 404, "no batch with id '0123456789ab'"),
         ("get", "/batches/does-not-exist/export", {}, 404, "no batch"),
         ("get", "/batches", {"params": {"limit": 0}}, 422, "limit"),
     ],

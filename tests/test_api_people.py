@@ -118,6 +118,74 @@ def test_members_act_on_their_own_batches_admins_on_anyones_and_all_is_audited(
         )
 
 
+def wait_for_done(client: httpx.Client, batch_id: str, token: str) -> None:
+    """Until the batch's `done` server-sent event."""
+    path = f"/batches/{batch_id}/events?chunks=false"
+    with client.stream("GET", path, headers=auth(token)) as stream:
+        assert stream.status_code == 200
+        for line in stream.iter_lines():
+            if line.startswith("event:") and line.split(":", 1)[1].strip() == "done":
+                return
+    raise AssertionError(f"batch {batch_id} sent no done event")
+
+
+def test_members_delete_their_own_ended_batches_admins_anyones_and_all_is_audited(
+    tmp_path: Path, database: str
+) -> None:
+    env = {**TEAM, "DATABASE_URL": database, "CREWDASH_OUTPUTS_DIR": str(tmp_path / "outputs")}
+    with (
+        api_server(tmp_path, **env) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        ann, bob, boss = (make_token(database, f"{u}@example.com") for u in ("ann", "bob", "boss"))
+        # held running until cancelled: the demo model waits 120 s before its first token
+        started = client.post(
+            "/batches",
+            json={"topics": ["held [demo:wait=120]"], "blueprint": "timing"},
+            headers=auth(ann),
+        )
+        assert started.status_code == 202, started.text
+        held = started.json()["batch_id"]
+        denied = client.delete(f"/batches/{held}", headers=auth(bob))
+        assert denied.status_code == 403, denied.text
+        assert "bob@example.com may not delete" in denied.json()["detail"]
+        running = client.delete(f"/batches/{held}", headers=auth(ann))
+        assert running.status_code == 409, running.text
+        assert "cancel it first" in running.json()["detail"]
+        assert client.get(f"/batches/{held}", headers=auth(ann)).status_code == 200
+        assert client.post(f"/batches/{held}/cancel", headers=auth(ann)).status_code == 200
+        assert client.delete(f"/batches/{held}", headers=auth(ann)).status_code == 204
+        for gone in (
+            client.get(f"/batches/{held}", headers=auth(ann)),
+            client.delete(f"/batches/{held}", headers=auth(ann)),
+            client.get(f"/batches/{held}/events", headers=auth(ann)),
+        ):
+            assert gone.status_code == 404, gone.text
+
+        started = client.post(
+            "/batches", json={"topics": ["bob's"], "blueprint": "timing"}, headers=auth(bob)
+        )
+        bobs = started.json()["batch_id"]
+        wait_for_done(client, bobs, bob)
+        assert client.delete(f"/batches/{bobs}", headers=auth(boss)).status_code == 204
+        assert client.get(f"/batches/{bobs}", headers=auth(bob)).status_code == 404
+        listed = {b["batch_id"] for b in client.get("/batches", headers=auth(boss)).json()}
+        assert not {held, bobs} & listed
+
+        for odd in ("%00", "c0ffee00%0000", "%ED%A0%80", "c0ffee%C0%80", "x" * 300):
+            refused = client.delete(f"/batches/{odd}", headers=auth(boss))
+            assert refused.status_code == 404, (odd, refused.text)
+
+        log = client.get("/audit", headers=auth(boss), params={"action": "delete"}).json()
+        seen = [(e["user"], e["object"], e["outcome"]) for e in reversed(log)]
+        assert seen == [
+            ("bob@example.com", f"batch {held}", "denied"),
+            ("ann@example.com", f"batch {held}", "refused"),
+            ("ann@example.com", f"batch {held}", "ok"),
+            ("boss@example.com", f"batch {bobs}", "ok"),
+        ]
+
+
 def test_personal_tokens_are_made_used_listed_and_revoked_through_the_api(
     tmp_path: Path, database: str
 ) -> None:

@@ -177,3 +177,44 @@ def test_a_run_past_the_terminal_users_daily_cap_is_refused_with_exit_code_2(
     assert "error: this batch is estimated at $1.6" in err and "$1.0000 left" in err
     assert "Traceback" not in err
     assert main(["run", "t1", "--latency", "0.05"]) == 0
+
+
+def test_delete_removes_an_ended_batch_refuses_a_running_one_and_is_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from crewdash.cli.tokens import terminal_person
+    from crewdash.model.batch import Batch
+    from crewdash.store.history import Store
+
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    store = Store(url)  # a live server's, as far as the CLI can tell
+    try:
+        ended, running = (
+            Batch(batch_id, "timing", ["t"], model_label="demo", max_concurrency=1)
+            for batch_id in ("c0ffee0000e1", "c0ffee0000a1")
+        )
+        for batch in (ended, running):
+            store.create_batch(batch.snapshot())
+            batch.mark_running(batch.run_ids[0])
+        ended.mark_succeeded(ended.run_ids[0], "ok", None)
+        store.finish_batch(ended.snapshot())
+        store.save_crew(running.batch_id, running.snapshot().crews[0])
+
+        assert main(["delete", "c0ffee0000e1"]) == 0
+        assert "deleted batch c0ffee0000e1 (timing, 1 crew)" in capsys.readouterr().out
+        assert store.load("c0ffee0000e1") is None
+        assert main(["delete", "c0ffee0000a1"]) == 2
+        assert "cancel it first" in capsys.readouterr().err
+        assert store.load("c0ffee0000a1") is not None
+        assert main(["delete", "c0ffee0000e1"]) == 2
+        assert "no batch with id 'c0ffee0000e1'" in capsys.readouterr().err
+        assert main(["delete", "../../etc"]) == 2  # no id of ours: refused before anything
+        log = store.audit_log(action="delete")
+        me = terminal_person().id
+        assert [(e.user_id, e.object, e.outcome) for e in reversed(log)] == [
+            (me, "batch c0ffee0000e1", "ok"),
+            (me, "batch c0ffee0000a1", "refused"),
+        ]
+    finally:
+        store.close()

@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from crewdash.base.errors import BatchRunningError, UnknownBatchError
 from crewdash.demo.profiles import LatencyProfile
 from crewdash.engine.plans import RunSettings
 from crewdash.experiments.runner import Experiments
@@ -299,3 +300,23 @@ def test_the_cache_key_keeps_a_local_servers_port_and_ignores_the_bodys_key_orde
     assert remote == "https://api.openai.com:443/v1/chat/completions" != a
     assert request_key(a, b'{"model": "m", "n": 1}') == request_key(a, b'{"n":1,"model":"m"}')
     assert request_key(a, b'{"model": "m"}') != request_key(a, b'{"model": "n"}')
+
+
+def test_an_experiment_is_deleted_once_judged_with_its_spec_and_notes(rt: Runtime) -> None:
+    # the rubric reaches the judge only: it holds each verdict 5 s after the crews have ended
+    experiment_id = start(rt, ["deleted topic"], [FAST, BASE], rubric="Plain [demo:wait=5]")
+    assert rt.runner.batch(experiment_id).wait(60)
+    assert rt.experiments.judging(experiment_id)
+    with pytest.raises(BatchRunningError, match="still being judged"):
+        rt.delete_batch(experiment_id)
+    assert rt.experiments.wait(experiment_id, 60).done
+    rt.experiments.mark(experiment_id, 0, "good", "kept until deleted")
+    assert rt.delete_batch(experiment_id) == 2
+    assert rt.store is not None and rt.store.load(experiment_id) is None
+    for read in (rt.experiments.grid, rt.experiments.spec):
+        with pytest.raises(UnknownBatchError):
+            read(experiment_id)
+    assert experiment_id not in [i for i, _, _ in rt.experiments.list()]
+    again = Experiments(rt.runner, rt.store, rt.default_settings.llm)
+    with pytest.raises(UnknownBatchError):
+        again.grid(experiment_id)

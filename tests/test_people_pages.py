@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from crewdash.model.people import Person
+from crewdash.model.people import TEAM, Person
 from tests.apptest import APP, click, quick_demo, start
 from ui.session import runtime
 
@@ -104,3 +104,63 @@ def test_with_the_shared_password_every_batch_is_the_user_team(
     assert not at.exception
     assert [b.label for b in at.button if b.label in ("Run", "Enter")] == ["Enter"]
     assert not at.text_area
+
+
+def signed_in_as_team(monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("CREWDASH_PASSWORD", "team-pw")
+    at = start()
+    at.text_input(key="auth.password").input("team-pw")
+    at.button(key="FormSubmitter:auth.form-Enter").click().run()
+    assert not at.exception
+    return at
+
+
+def open_batch(at: AppTest, batch_id: str) -> AppTest:
+    at.switch_page("pages/run.py")
+    at.query_params["batch"] = batch_id
+    at.run()
+    assert not at.exception
+    return at
+
+
+def labels(at: AppTest) -> set[str]:
+    return {b.label for b in at.button}
+
+
+def test_the_starter_deletes_an_ended_batch_from_its_page_and_lands_on_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner = runtime().runner
+    held = runner.submit("timing", ["held [demo:wait=120]"], by=TEAM)
+    mine = runner.submit("timing", ["mine to delete", "and its twin"], by=TEAM)
+    assert runner.batch(mine).wait(30)
+    at = signed_in_as_team(monkeypatch)
+    assert "Delete for good" not in labels(open_batch(at, held))  # running: cancel it first
+    runner.cancel(held)
+
+    open_batch(at, mine)
+    assert "Delete for good" in labels(at)
+    (confirm,) = [m.value for m in at.markdown if "cannot be undone" in m.value]
+    assert mine in confirm and "2 crew(s)" in confirm and "files" in confirm
+    (button,) = [b for b in at.button if b.label == "Delete for good"]
+    button.click().run()
+    assert not at.exception
+    assert at.success and f"Deleted batch `{mine}`" in at.success[0].value  # on History
+    store = runtime().store
+    assert store is not None and store.load(mine) is None
+    assert at.dataframe and mine not in set(at.dataframe[0].value["Batch"])
+    log = store.audit_log(action="delete")
+    assert [(e.user_id, e.outcome) for e in log if e.object == f"batch {mine}"] == [("team", "ok")]
+
+    open_batch(at, mine)  # the old link: a plain message, no traceback
+    assert "not in the history" in at.warning[0].value
+
+
+def test_someone_elses_batch_has_no_delete_button(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = runtime().runner
+    anns = runner.submit("timing", ["ann's topic"], by=Person("ann@example.com", "Ann Analyst"))
+    assert runner.batch(anns).wait(30)
+    at = open_batch(signed_in_as_team(monkeypatch), anns)
+    assert "Delete for good" not in labels(at)
+    assert any("only they or an admin can delete it" in c.value for c in at.caption)
+    assert runtime().snapshot(anns).done

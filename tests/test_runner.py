@@ -8,7 +8,12 @@ from crewai import LLM, Crew
 from crewai.events.event_bus import _runtime_state_var
 from crewai.state.runtime import RuntimeState
 
-from crewdash.base.errors import BlueprintError, SettingsError, UnknownBatchError
+from crewdash.base.errors import (
+    BatchRunningError,
+    BlueprintError,
+    SettingsError,
+    UnknownBatchError,
+)
 from crewdash.blueprints.base import Blueprint
 from crewdash.blueprints.catalog import load_blueprint
 from crewdash.engine.plans import RunSettings
@@ -467,3 +472,46 @@ def finish_crew(r: Runner, batch_id: str, run_id: str, timeout: float = 30):  # 
             return crew
         time.sleep(0.02)
     raise AssertionError(f"crew {run_id} did not end")
+
+
+def test_a_deleted_batch_is_gone_from_memory_the_store_and_the_disk(  # type: ignore[no-untyped-def]
+    demo_server, tmp_path, monkeypatch
+) -> None:
+    from crewdash.base.config import outputs_dir
+    from crewdash.store.history import Store
+
+    monkeypatch.setenv("CREWDASH_OUTPUTS_DIR", str(tmp_path / "outputs"))
+    store = Store(f"sqlite:///{tmp_path / 'history.db'}")
+    r = Runner(demo_base_url=lambda: demo_server.base_url, store=store)
+    try:
+        held = r.submit("timing", ["held [demo:wait=120]"], idempotency_key="k", fingerprint="f")
+        with pytest.raises(BatchRunningError, match="cancel it first"):
+            r.delete(held)  # queued or running: refused, and nothing of it goes
+        assert not r.snapshot(held).done and store.load(held) is not None
+        assert r.cancel(held) == 1
+        (outputs_dir() / held / f"{held}-0").mkdir(parents=True)  # a file its crew wrote
+        (outputs_dir() / held / f"{held}-0" / "notes.md").write_text("x")
+        assert r.delete(held) == 1
+        with pytest.raises(UnknownBatchError):
+            r.batch(held)
+        assert held not in r.batch_ids() and store.load(held) is None
+        assert not (outputs_dir() / held).exists()
+        assert outputs_dir().exists()  # the folder of every batch stays
+        with pytest.raises(UnknownBatchError):
+            r.delete(held)  # once
+        # the submission's key led to the deleted batch: sent again, it starts a new one
+        again = r.submit("timing", ["held [demo:wait=120]"], idempotency_key="k", fingerprint="f")
+        assert again != held
+        r.cancel(again)
+    finally:
+        r.close()
+        store.close()
+
+
+def test_without_a_store_a_deleted_batch_is_forgotten_from_memory(runner: Runner) -> None:
+    batch_id = runner.submit("timing", ["quick"])
+    finish(runner, batch_id)
+    assert runner.delete(batch_id) == 1
+    assert batch_id not in runner.batch_ids()
+    with pytest.raises(UnknownBatchError):
+        runner.delete(batch_id)

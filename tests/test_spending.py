@@ -116,3 +116,13 @@ def test_replicas_starting_batches_for_one_person_at_once_admit_only_what_fits(
             replica.close()
     assert admitted.count(True) == 2
     assert store.spend_of("ann", day_start()).usd == pytest.approx(0.8)
+
+
+def test_what_a_deleted_batch_spent_still_counts(store: Store) -> None:  # noqa: F811
+    batch = new_batch("ann", topics=2)
+    finished(store, batch, TokenUsage(100_000, 10_000, 110_000))
+    before = store.spend_of("ann", day_start())
+    assert store.delete_batch(batch.batch_id) == 2
+    assert store.load(batch.batch_id) is None
+    assert store.spend_of("ann", day_start()) == before  # $0.90, 220,000 tokens, 1 batch
+    assert store.spend_by_user(day_start())["ann"].usd == pytest.approx(0.9)

@@ -11,14 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from crewdash.base.errors import BatchElsewhereError, UnknownBatchError
+from crewdash.base.errors import BatchElsewhereError, BatchRunningError, UnknownBatchError
 from crewdash.engine.runner import Runner
 from crewdash.model.batch import Batch, CrewState, Span, TaskResult, TokenUsage
 from crewdash.model.summary import BatchSummary
-from crewdash.store.history import Store, StoreError
+from crewdash.store.history import Store, StoreError, _sqlite_pragmas
 
 POSTGRES_URL = os.environ.get(
     "CREWDASH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -406,3 +407,103 @@ def test_sqlite_file_is_created_in_wal_mode(tmp_path: Path) -> None:
             assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
     finally:
         s.close()
+
+
+# --- deleting a batch ---------------------------------------------------------------------------
+
+
+def full_batch(store: Store) -> Batch:
+    """An ended experiment's batch with everything a batch can have in the database: crews
+    with spans, a resume record, checkpoints, the experiment's spec and cell notes."""
+    from crewdash.experiments.store import ExperimentStore
+    from crewdash.store.tables import CheckpointRow
+
+    batch = sample_batch(uuid.uuid4().hex[:12])
+    store.create_batch(batch.snapshot())
+    for run_id in batch.run_ids:
+        batch.mark_running(run_id)
+        batch.record_span(run_id, "call-1", lambda s: replace(s, name="demo", started_at=1.0))
+        batch.mark_succeeded(run_id, "ok", TokenUsage(1, 1, 2))
+    store.finish_batch(batch.snapshot())
+    store.save_resume_record(batch.batch_id, "yaml:v1", "{}")
+    with Session(store.engine) as session, session.begin():
+        for run_id in batch.run_ids:
+            session.add(
+                CheckpointRow(run_id=run_id, batch_id=batch.batch_id, saved_at=1.0, payload="{}")
+            )
+    experiments = ExperimentStore(store)
+    experiments.save_spec(batch.batch_id, 1.0, {"topics": ["alpha"]})
+    experiments.save_cell(batch.batch_id, 0, score=4, mark="good")
+    return batch
+
+
+ROWS_OF_A_BATCH = {
+    "batches": "id = :b",
+    "crew_runs": "batch_id = :b",
+    "spans": "run_id in (select run_id from crew_runs where batch_id = :b) or run_id like :p",
+    "resume_batches": "batch_id = :b",
+    "crew_checkpoints": "batch_id = :b or run_id like :p",
+    "experiments": "id = :b",
+    "experiment_cells": "experiment_id = :b",
+}
+
+
+def rows_of(store: Store, batch_id: str) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        return {
+            table: conn.execute(
+                text(f"select count(*) from {table} where {where}"),
+                {"b": batch_id, "p": f"{batch_id}-%"},
+            ).scalar_one()
+            for table, where in ROWS_OF_A_BATCH.items()
+        }
+
+
+def test_deleting_a_batch_takes_every_row_of_it_and_nothing_else(store: Store) -> None:
+    gone, kept = full_batch(store), full_batch(store)
+    before = rows_of(store, kept.batch_id)
+    assert all(before.values()) and rows_of(store, gone.batch_id) == before
+    assert store.delete_batch(gone.batch_id) == 2
+    assert set(rows_of(store, gone.batch_id).values()) == {0}
+    assert rows_of(store, kept.batch_id) == before
+    assert store.load(gone.batch_id) is None
+    assert [s.batch_id for s in store.list_batches()] == [kept.batch_id]
+    with pytest.raises(UnknownBatchError):
+        store.delete_batch(gone.batch_id)  # once
+
+
+def test_deleting_without_sqlites_foreign_keys_still_takes_everything(tmp_path: Path) -> None:
+    """A connection without `PRAGMA foreign_keys=ON` does no cascade: the delete needs none."""
+    s = Store(f"sqlite:///{tmp_path / 'history.db'}")
+    try:
+        batch = full_batch(s)
+        event.remove(s.engine, "connect", _sqlite_pragmas)
+        s.engine.dispose()  # new connections: SQLite's default, foreign keys off
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
+        assert s.delete_batch(batch.batch_id) == 2
+        assert set(rows_of(s, batch.batch_id).values()) == {0}
+    finally:
+        s.close()
+
+
+def test_a_batch_with_a_crew_queued_or_running_is_not_deleted(store: Store, other: Store) -> None:
+    half_run_batch(other, "c0ffee000001")  # another live server runs it
+    with pytest.raises(BatchRunningError, match="cancel it first"):
+        store.delete_batch("c0ffee000001")
+    assert store.load("c0ffee000001") is not None
+    silence(store, other, seconds_ago=60)
+    assert store.end_orphan("c0ffee000001", lease_s=30) == 2  # cancelled: its server is gone
+    assert store.delete_batch("c0ffee000001") == 3
+    assert store.load("c0ffee000001") is None
+
+
+@pytest.mark.parametrize("batch_id", ["\x00", "b1\x00", "\ud800", "x" * 41, "nope"])
+def test_an_id_no_batch_can_have_is_unknown_before_it_reaches_the_database(
+    store: Store, batch_id: str
+) -> None:
+    store.create_batch(sample_batch().snapshot())
+    with pytest.raises(UnknownBatchError):
+        store.delete_batch(batch_id)
+    assert store.load(batch_id) is None
+    assert store.load("b1") is not None

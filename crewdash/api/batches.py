@@ -1,5 +1,6 @@
 """The batch routes (`/batches`): start a batch (202 with its id at once), list the history,
-read, cancel and resume a batch, cancel one crew, export a batch and download a crew's files.
+read, cancel, resume and delete a batch, cancel one crew, export a batch and download a crew's
+files.
 
 `start` is also how `POST /research` runs its batch. Ids must have the shape the runner gives
 them and topics go through `parse_topics`, before anything reaches the runner or the database.
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 from crewdash.api.context import runtime_of, snapshot
 from crewdash.api.people import audit, may_act_on, person_of
 from crewdash.base.config import DEFAULT_BLUEPRINT, outputs_dir
-from crewdash.base.errors import BatchElsewhereError, UnknownBatchError
+from crewdash.base.errors import BatchElsewhereError, BatchRunningError, UnknownBatchError
 from crewdash.base.run_context import crew_file
 from crewdash.engine.budget import Budget
 from crewdash.engine.plans import RunSettings
@@ -176,6 +177,28 @@ async def cancel(request: Request, batch_id: str) -> CancelResult:
             raise HTTPException(status_code=409, detail=str(exc)) from None
         await audit(request, "cancel", f"batch {batch_id}", detail=f"{ended} crews ended")
         return CancelResult(batch_id=batch_id, cancelled=ended)
+
+
+@router.delete(
+    "/batches/{batch_id}", status_code=204, responses={**PROBLEMS, 409: {"model": Problem}}
+)
+async def delete_batch(request: Request, batch_id: str) -> Response:
+    """Delete an ended batch and everything of it: its crews, spans, checkpoints, files and,
+    for an experiment, its grid's scores and marks (the audit log keeps what was done). Its
+    starter or an admin only (others get a 403); a batch still running is a 409: cancel it
+    first."""
+    await _may(request, batch_id, "delete")
+    target = f"batch {batch_id}"
+    try:
+        crews = await asyncio.to_thread(runtime_of(request).delete_batch, batch_id)
+    except BatchRunningError as exc:
+        await audit(request, "delete", target, "refused", str(exc))
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    except UnknownBatchError:  # deleted meanwhile by another request
+        await audit(request, "delete", target, "failed", "no such batch")
+        raise
+    await audit(request, "delete", target, detail=f"{crews} crews")
+    return Response(status_code=204)
 
 
 @router.post(

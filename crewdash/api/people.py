@@ -8,7 +8,8 @@ sign-in is configured (a service token, the dashboard's password, an identity pr
 `.streamlit/secrets.toml`, or any personal token in the database), a call without a token is a
 401 that says why; with none, every caller is `anonymous`, who may do everything, as before.
 
-Acting on a batch someone else started (cancel, resume) needs an admin: a member gets a 403.
+Acting on a batch someone else started (cancel, resume, delete) needs an admin: a member gets a
+403.
 Every such action, allowed or not, is written to the audit log.
 """
 

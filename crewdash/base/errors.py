@@ -7,6 +7,7 @@ CrewdashError
 ├── RetryBudgetSpent  a crew's model calls failed until its retry budget ran out
 ├── UnknownBatchError a batch id the runner does not know
 ├── BatchElsewhereError a batch another live server runs; only that one can stop it
+├── BatchRunningError a batch that has not ended cannot be deleted: cancel it first
 ├── StoreError        the database cannot be reached or used (names DATABASE_URL)
 ├── ShuttingDownError the runner no longer admits batches
 ├── JobBusyError      another measurement (benchmark, pitfall demo) is running
@@ -48,6 +49,16 @@ class UnknownBatchError(CrewdashError, KeyError):
 
 class BatchElsewhereError(CrewdashError):
     """The batch belongs to another server process that is still alive."""
+
+
+class BatchRunningError(CrewdashError):
+    """The batch has crews still queued or running (or a judge at work): it cannot be deleted."""
+
+    def __init__(
+        self, batch_id: str, why: str = "still has crews queued or running: cancel it first"
+    ) -> None:
+        super().__init__(f"batch {batch_id} {why}")
+        self.batch_id = batch_id
 
 
 class ExportFormatError(CrewdashError, ValueError):

@@ -7,6 +7,7 @@ crewdash blueprints
 crewdash bench --backends local,ray --n 400 --latency 1.0 --json backends.json
 crewdash demo-llm --port 8001 --profile hosted
 crewdash resume BATCH_ID [--run-id RUN_ID] [--from-start RUN_ID]
+crewdash delete BATCH_ID
 crewdash experiment --variant name=fast,model=demo-fast --variant name=slow,model=demo-thorough \
     --judge "concrete and sourced" "topic one" "topic two" --json grid.json
 
@@ -34,6 +35,7 @@ from crewdash.bench.governor import run_limits_bench
 from crewdash.bench.report import STRATEGY_INFO, BenchReport
 from crewdash.bench.strategies import MAX_N, check_n, parse_strategies, run_sweep
 from crewdash.blueprints.catalog import describe_blueprints, load_blueprint
+from crewdash.cli.delete import add_command as add_delete_command
 from crewdash.cli.experiments import add_parser as add_experiment_parser
 from crewdash.cli.resume import add_command as add_resume_command
 from crewdash.cli.tokens import add_command as add_tokens_command
@@ -457,6 +459,7 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
     demo_options(demo)
     demo.set_defaults(func=cmd_demo_llm)
     add_resume_command(sub)
+    add_delete_command(sub)
     add_tokens_command(sub)
     add_experiment_parser(sub, demo_options, _profile)
     return parser

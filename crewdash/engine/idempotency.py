@@ -74,3 +74,10 @@ class IdempotencyKeys:
                 self._done.popitem(last=False)
         started.set()
         return result
+
+    def forget(self, result: str) -> None:
+        """Forget the keys that started `result` (a deleted batch): a repeat starts afresh
+        instead of answering an id that no longer leads anywhere."""
+        with self._lock:
+            for key in [k for k, (_, found) in self._done.items() if found == result]:
+                del self._done[key]

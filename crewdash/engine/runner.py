@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import shutil
 import sys
 import threading
 import traceback
@@ -20,6 +21,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -28,6 +30,7 @@ from crewai.events import crewai_event_bus
 
 from crewdash.base.config import DEFAULT_MAX_CONCURRENCY, outputs_dir
 from crewdash.base.errors import (
+    BatchRunningError,
     SettingsError,
     ShuttingDownError,
     UnknownBatchError,
@@ -59,7 +62,7 @@ from crewdash.engine.execution import (
 )
 from crewdash.engine.idempotency import IdempotencyKeys
 from crewdash.engine.plans import CrewFactory, CrewPlan, RunSettings
-from crewdash.model.batch import Batch, BatchSnapshot, CrewSnapshot, CrewState
+from crewdash.model.batch import BATCH_ID, Batch, BatchSnapshot, CrewSnapshot, CrewState
 from crewdash.model.people import Person
 from crewdash.model.spend import SpendCap
 from crewdash.providers.llm import build_llm
@@ -70,6 +73,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCHES_KEPT = 500
 CANCEL_WAIT_S = 30.0  # how long a cancel waits for the crews it stopped to be recorded
+END_WAIT_S = 30.0  # how long a delete waits for an ended batch's last writes (late spans)
 
 
 def _unstarted(task: asyncio.Task[None]) -> bool:
@@ -444,6 +448,40 @@ class Runner:
         instant and keeps its result, counts 0. Never call it from the runner's own loop.
         """
         return self._cancel(self.batch(batch_id), None)
+
+    def delete(self, batch_id: str) -> int:
+        """Delete an ended batch: its rows in the store (`Store.delete_batch`), the files its
+        crews wrote, and this runner's memory of it. Returns how many crews it had.
+
+        `BatchRunningError` while a crew is queued or running (cancel it first),
+        `UnknownBatchError` for no such batch. Waits for the batch's last writes (its end,
+        late spans, pruned checkpoints): written after the delete, they would bring rows
+        back. Never call it from the runner's own loop.
+        """
+        with self._lock:
+            batch, future = self._batches.get(batch_id), self._futures.get(batch_id)
+        if batch is not None:
+            if not batch.snapshot().done:
+                raise BatchRunningError(batch_id)
+            if future is not None:
+                wait_for_futures([future], END_WAIT_S)
+        crews = len(batch.run_ids) if batch is not None else 0
+        try:
+            if self.store is not None:
+                crews = self.store.delete_batch(batch_id)
+            elif batch is None:
+                raise UnknownBatchError(batch_id)
+        except UnknownBatchError:
+            if batch is None:
+                raise  # (a batch the database never got, for it was down: memory only)
+        with self._lock:
+            if self._batches.get(batch_id) is batch:
+                self._batches.pop(batch_id, None)
+                self._futures.pop(batch_id, None)
+        self.keys.forget(batch_id)
+        if BATCH_ID.fullmatch(batch_id):  # only a folder the runner named: never a path
+            shutil.rmtree(outputs_dir() / batch_id, ignore_errors=True)
+        return crews
 
     def request_cancel(self, batch_id: str, run_ids: set[str] | None = None) -> None:
         """Cancel a batch's unfinished crews (or those of `run_ids`) without waiting for their

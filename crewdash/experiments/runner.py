@@ -204,6 +204,17 @@ class Experiments:
             raise ExperimentError("marks need the history database")
         self.store.save_cell(experiment_id, index, mark=mark, note=note)
 
+    def judging(self, experiment_id: str) -> bool:
+        """Whether this process's judge is still scoring the experiment's answers."""
+        with self._lock:
+            live = self._live.get(experiment_id)
+            return live is not None and not live.judge_done
+
+    def forget(self, experiment_id: str) -> None:
+        """Drop a deleted experiment from memory (its rows went with its batch)."""
+        with self._lock:
+            self._live.pop(experiment_id, None)
+
     def list(self, limit: int = 200) -> list[tuple[str, float, ExperimentSpec]]:
         if self.store is None:
             return []

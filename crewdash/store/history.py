@@ -1,5 +1,5 @@
-"""Run history in a database: saving and loading batches, their crews and their LLM/tool spans
-(SQLAlchemy 2), the history's listing and benchmark runs.
+"""Run history in a database: saving, loading and deleting batches, their crews and their
+LLM/tool spans (SQLAlchemy 2), the history's listing and benchmark runs.
 
 A SQLite file under `data/` by default (WAL mode, created on first start); `DATABASE_URL`
 selects PostgreSQL. The schema is owned by Alembic migrations, applied when a store opens.
@@ -21,13 +21,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, func, or_, select, update
+from sqlalchemy import create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crewdash.base.config import PROJECT_ROOT
-from crewdash.base.errors import StoreError
+from crewdash.base.errors import BatchRunningError, StoreError, UnknownBatchError
 from crewdash.base.settings import process_settings
 from crewdash.model.batch import (
     BatchSnapshot,
@@ -37,6 +37,7 @@ from crewdash.model.batch import (
     Span,
     TokenUsage,
 )
+from crewdash.model.storable import unstorable
 from crewdash.model.summary import BatchSummary
 from crewdash.store.accounts import Accounts
 from crewdash.store.owners import Owners
@@ -54,7 +55,18 @@ from crewdash.store.rows import (
     summary_of,
 )
 from crewdash.store.spending import Reservation, Spending
-from crewdash.store.tables import BatchRow, BenchRunRow, CrewRow, OwnerRow, SpanRow
+from crewdash.store.tables import (
+    BatchRow,
+    BenchRunRow,
+    CellRow,
+    CheckpointRow,
+    CrewRow,
+    ExperimentRow,
+    KeptSpendRow,
+    OwnerRow,
+    ResumeBatchRow,
+    SpanRow,
+)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_URL = f"sqlite:///{PROJECT_ROOT / 'data' / 'crewdash.db'}"
@@ -175,9 +187,56 @@ class Store(Owners, Accounts, Spending):
                 .values(finished_at=snap.finished_at)
             )
 
+    def delete_batch(self, batch_id: str) -> int:
+        """Delete an ended batch and everything of it, in one transaction: its crews and their
+        spans, checkpoints and resume record, and an experiment's spec and cell notes. Returns
+        how many crews it had. `UnknownBatchError` for no such batch (an id no database could
+        hold included), `BatchRunningError` while a crew is queued or running, here or on
+        another server (cancelling it ends it; then it can go).
+
+        Every table is emptied explicitly, children first, rather than left to the schema's
+        ON DELETE CASCADE: SQLite honours that only on connections with `foreign_keys=ON`
+        (`_sqlite_pragmas`), and a checkpoint's `batch_id` has no foreign key at all.
+        """
+        if len(batch_id) > 40 or unstorable(batch_id):
+            raise UnknownBatchError(batch_id)  # PostgreSQL would refuse the query: a 500
+        with Session(self.engine) as session, session.begin():
+            connection = session.connection()
+            # The crews first, locked (PostgreSQL; SQLite has one writer): a resume that claims
+            # them at the same moment either committed (they are queued: refused) or waits and
+            # then finds nothing to claim. The same order as the claim's: no deadlock.
+            states = connection.execute(
+                select(CrewRow.state).where(CrewRow.batch_id == batch_id).with_for_update()
+            ).scalars()
+            crews = list(states)
+            found = connection.execute(
+                select(BatchRow.id).where(BatchRow.id == batch_id).with_for_update()
+            ).first()
+            if found is None:
+                raise UnknownBatchError(batch_id)
+            if any(state in OPEN_STATES for state in crews):
+                raise BatchRunningError(batch_id)
+            self.keep_spend(session, batch_id)  # its spend still counts toward its person's
+            run_ids = select(CrewRow.run_id).where(CrewRow.batch_id == batch_id)
+            for statement in (
+                delete(CellRow).where(CellRow.experiment_id == batch_id),
+                delete(ExperimentRow).where(ExperimentRow.id == batch_id),
+                delete(CheckpointRow).where(
+                    or_(CheckpointRow.batch_id == batch_id, CheckpointRow.run_id.in_(run_ids))
+                ),
+                delete(ResumeBatchRow).where(ResumeBatchRow.batch_id == batch_id),
+                delete(SpanRow).where(SpanRow.run_id.in_(run_ids)),
+                delete(CrewRow).where(CrewRow.batch_id == batch_id),
+                delete(BatchRow).where(BatchRow.id == batch_id),
+            ):
+                connection.execute(statement)
+        return len(crews)
+
     # --- reads --------------------------------------------------------------------------------
 
     def load(self, batch_id: str) -> BatchSnapshot | None:
+        if len(batch_id) > 40 or unstorable(batch_id):
+            return None  # no batch has that id, and PostgreSQL would refuse the query
         with Session(self.engine) as session:
             batch = session.get(BatchRow, batch_id)
             if batch is None:
@@ -333,7 +392,7 @@ class Store(Owners, Accounts, Spending):
     def delete_all(self) -> None:
         """Empty every table (tests only)."""
         with Session(self.engine) as session, session.begin():
-            for table in (SpanRow, CrewRow, BatchRow, BenchRunRow, OwnerRow):
+            for table in (SpanRow, CrewRow, BatchRow, BenchRunRow, OwnerRow, KeptSpendRow):
                 session.query(table).delete()
 
 

@@ -4,7 +4,8 @@ across replicas.
 A batch's claim on its person's cap is checked in the transaction that stores it, after its row
 is written: on PostgreSQL under an advisory lock per person (two replicas starting batches for
 one person take turns), on SQLite under the database's single write lock (the row's insert takes
-it before the spend is read). Either way a second batch sees the first one's reservation.
+it before the spend is read). Either way a second batch sees the first one's reservation. What a
+deleted batch spent is kept (`kept_spend`), so deleting batches is no way around a cap.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from crewdash.model.batch import TokenUsage
 from crewdash.model.pricing import price_for
 from crewdash.model.spend import Spend, SpendCap, SpendCapExceeded, day_start, until_tomorrow
-from crewdash.store.tables import BatchRow, CrewRow
+from crewdash.store.tables import BatchRow, CrewRow, KeptSpendRow
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,23 @@ def _lock_key(user_id: str) -> int:
     return int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "big", signed=True)
 
 
+def _done_spend(model: str, usage: TokenUsage) -> Spend:
+    """What an ended batch on `model` spent."""
+    price = price_for(model)
+    if price is not None:
+        return Spend(usd=price.cost(usage), tokens=usage.total, batches=1)
+    return Spend(unpriced_tokens=usage.total, tokens=usage.total, batches=1)
+
+
 def _spend(row: BatchRow, usage: TokenUsage) -> Spend:
     """One batch's spend: what its crews spent, and at least its estimate until it is done."""
-    done = row.finished_at is not None
+    if row.finished_at is not None:
+        return _done_spend(row.model, usage)
     price = price_for(row.model)
     if price is not None:
-        usd = price.cost(usage) if done else max(price.cost(usage), row.estimate_usd or 0.0)
+        usd = max(price.cost(usage), row.estimate_usd or 0.0)
         return Spend(usd=usd, tokens=usage.total, batches=1)
-    tokens = usage.total if done else max(usage.total, row.estimate_tokens or 0)
+    tokens = max(usage.total, row.estimate_tokens or 0)
     return Spend(unpriced_tokens=tokens, tokens=tokens, batches=1)
 
 
@@ -84,13 +94,51 @@ class Spending:
             query = query.where(BatchRow.created_by == user_id.replace("\x00", ""))
         if exclude is not None:
             query = query.where(BatchRow.id != exclude)
+        kept = select(KeptSpendRow).where(KeptSpendRow.created_at >= since)
+        if user_id is not None:
+            kept = kept.where(KeptSpendRow.user_id == user_id.replace("\x00", ""))
         spent: dict[str, Spend] = {}
         with Session(self.engine) if session is None else nullcontext(session) as s:
             for row, prompt, completion, total in s.execute(query):
                 tokens = TokenUsage(int(prompt or 0), int(completion or 0), int(total or 0))
                 one = _spend(row, tokens)
                 spent[row.created_by] = spent.get(row.created_by, Spend()) + one
+            for gone in s.scalars(kept):
+                kept_usage = TokenUsage(
+                    gone.prompt_tokens, gone.completion_tokens, gone.total_tokens
+                )
+                one = _done_spend(gone.model, kept_usage)
+                spent[gone.user_id] = spent.get(gone.user_id, Spend()) + one
         return spent
+
+    def keep_spend(self, session: Session, batch_id: str) -> None:
+        """Inside the transaction deleting batch `batch_id`: keep what it spent."""
+        row = session.execute(
+            select(
+                BatchRow.created_by,
+                BatchRow.created_at,
+                BatchRow.model,
+                func.coalesce(func.sum(CrewRow.prompt_tokens), 0),
+                func.coalesce(func.sum(CrewRow.completion_tokens), 0),
+                func.coalesce(func.sum(CrewRow.total_tokens), 0),
+            )
+            .outerjoin(CrewRow, CrewRow.batch_id == BatchRow.id)
+            .where(BatchRow.id == batch_id)
+            .group_by(BatchRow.id, BatchRow.created_by, BatchRow.created_at, BatchRow.model)
+        ).first()
+        if row is None or not row[5]:
+            return  # nothing spent: nothing to keep
+        session.add(
+            KeptSpendRow(
+                batch_id=batch_id,
+                user_id=row[0],
+                created_at=row[1],
+                model=row[2],
+                prompt_tokens=int(row[3]),
+                completion_tokens=int(row[4]),
+                total_tokens=int(row[5]),
+            )
+        )
 
     def spend_of(self, user_id: str, since: float) -> Spend:
         """One person's spend on batches started since `since`."""

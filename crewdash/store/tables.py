@@ -216,3 +216,19 @@ class AuditRow(Base):
     object: Mapped[str] = mapped_column(String(200), default="")
     outcome: Mapped[str] = mapped_column(String(20))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class KeptSpendRow(Base):
+    """What a deleted batch spent, kept (migration 0011): a person's spend stays true after
+    they delete their batches, so deleting is no way around a daily cap."""
+
+    __tablename__ = "kept_spend"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[str] = mapped_column(String(320), index=True)
+    created_at: Mapped[float] = mapped_column(Float, index=True)  # when the batch started
+    model: Mapped[str] = mapped_column(String(200), default="")
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
