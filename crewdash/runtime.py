@@ -34,7 +34,8 @@ from crewdash.base.settings import (
     load_settings,
     process_settings,
 )
-from crewdash.blueprints.catalog import builtin_blueprint
+from crewdash.blueprints.base import BaseBlueprint
+from crewdash.blueprints.catalog import builtin_blueprint, load_blueprint
 from crewdash.demo.profiles import FailureRates, LatencyProfile
 from crewdash.demo.server import DemoLLMServer
 from crewdash.engine.execution import Backend, CrewJob, LocalBackend, blueprint_builder, freeze_heap
@@ -42,17 +43,22 @@ from crewdash.engine.jobs import JobRunner
 from crewdash.engine.plans import RunSettings
 from crewdash.engine.resume import auto_resume
 from crewdash.engine.runner import Runner
+from crewdash.engine.sheet_batches import SheetPlan, SheetUpload, plan_sheet
 from crewdash.experiments.runner import Experiments
 from crewdash.experiments.store import StoredResponses
 from crewdash.model.batch import Batch, BatchSnapshot, CrewSnapshot
-from crewdash.model.people import TeamPolicy
+from crewdash.model.people import Person, TeamPolicy
 from crewdash.model.pricing import check_prices_file
 from crewdash.model.spend import Spend, SpendCap, day_start
 from crewdash.providers.limits import ProviderLimits
 from crewdash.providers.llm import LLMSettings, default_llm_settings
 from crewdash.providers.response_cache import install_store, installed_store
+from crewdash.sheets.mapping import InputMap, MappedRow, rows_to_inputs
+from crewdash.sheets.reader import read_sheet
+from crewdash.sheets.sheet import Sheet
 from crewdash.store.history import Store
 from crewdash.store.owners import DEFAULT_LEASE_S
+from crewdash.store.sheets import StoredSheet
 
 quiet_crewai_logs()
 log = logging.getLogger(__name__)
@@ -206,6 +212,9 @@ def warm_up(runner: Runner, demo_url: str) -> Future[None]:
     return asyncio.run_coroutine_threadsafe(warm(), runner.loop)
 
 
+SHEETS_KEPT = 8  # sheets read back from the history, kept in memory for their exports
+
+
 class Runtime:
     """Everything one process shares between sessions; thread-safe.
 
@@ -236,6 +245,7 @@ class Runtime:
         self.demo_limits = demo_limits or ProviderLimits()
         self._demos: dict[tuple[LatencyProfile, FailureRates, ProviderLimits], DemoLLMServer] = {}
         self._demo_lock = threading.Lock()
+        self._sheets: dict[str, tuple[Sheet, tuple[MappedRow, ...]]] = {}  # newest last
         self._heartbeat: Heartbeat | None = None
         self.auto_resumed: list[str] = []  # what CREWDASH_AUTO_RESUME resumed at start, said
         try:
@@ -354,6 +364,66 @@ class Runtime:
         crews = self.runner.delete(batch_id)
         self.experiments.forget(batch_id)
         return crews
+
+    def submit_sheet(
+        self,
+        blueprint: BaseBlueprint | str,
+        upload: SheetUpload,
+        settings: RunSettings,
+        *,
+        by: Person | None = None,
+        source: str = "page",
+    ) -> tuple[str, SheetPlan]:
+        """Start one crew per runnable row of an uploaded sheet; the file and its map are kept
+        with the batch, so its enriched sheet can be rebuilt from the history. `SheetError` (or
+        a budget's or a cap's refusal) before anything starts."""
+        bp = load_blueprint(blueprint) if isinstance(blueprint, str) else blueprint
+        sheet = read_sheet(upload.data, upload.filename, upload.sheet_name)
+        plan = plan_sheet(bp, sheet, upload.input_map(bp, sheet), settings)
+        skipped = f"; {plan.skipped} row(s) skipped" if plan.skipped else ""
+        batch_id = self.runner.submit_plans(
+            plan.plans,
+            settings,
+            notes=(f"{sheet.filename}: {sheet.detected}{skipped}", *sheet.notes),
+            source=source,
+            label=bp.name,
+            kind=bp.kind,
+            resumable=bp,
+            by=by,
+        )
+        stored = StoredSheet(
+            upload.filename,
+            sheet.sheet_name,
+            upload.data,
+            dict(plan.input_map.columns),
+            dict(plan.input_map.values),
+            tuple(sorted(bp.required)),
+        )
+        if self.store is not None:
+            self.store.save_sheet(batch_id, stored)
+        with self._demo_lock:
+            self._sheets[batch_id] = (sheet, plan.rows)
+            while len(self._sheets) > SHEETS_KEPT:
+                self._sheets.pop(next(iter(self._sheets)))
+        return batch_id, plan
+
+    def sheet_of(self, batch_id: str) -> tuple[Sheet, tuple[MappedRow, ...]] | None:
+        """The sheet batch `batch_id` ran from and its rows as inputs (None: typed topics),
+        from memory, else read again from the history's copy of the file."""
+        with self._demo_lock:
+            if batch_id in self._sheets:
+                return self._sheets[batch_id]
+        stored = self.store.sheet_of(batch_id) if self.store is not None else None
+        if stored is None:
+            return None
+        sheet = read_sheet(stored.data, stored.filename, stored.sheet_name)
+        input_map = InputMap(stored.columns, stored.values)
+        rows = rows_to_inputs(sheet, input_map, stored.required)
+        with self._demo_lock:
+            self._sheets[batch_id] = (sheet, rows)
+            while len(self._sheets) > SHEETS_KEPT:
+                self._sheets.pop(next(iter(self._sheets)))
+        return sheet, rows
 
     def warm_up(self) -> Future[None]:
         """Warm the runner's backend up against the default demo model, in the background."""

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.api_server import api_server
 
-OPERATIONS = 25  # every route of the API; each one is driven below
+OPERATIONS = 26  # every route of the API; each one is driven below
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_the_schema_covers_every_endpoint(api_schema: Any) -> None:
     labels = {op.label for op in operations(api_schema)}
     assert "POST /research" in labels and "GET /batches/{batch_id}/events" in labels
     assert "GET /blueprints" in labels and "GET /spend" in labels
-    assert "DELETE /batches/{batch_id}" in labels
+    assert "DELETE /batches/{batch_id}" in labels and "POST /batches/sheet" in labels
     assert "GET /batches/{batch_id}/crews/{run_id}/files/{path}" in labels
     assert {"POST /experiments", "GET /experiments/{experiment_id}"} <= labels
     assert len(labels) == OPERATIONS

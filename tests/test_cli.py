@@ -218,3 +218,32 @@ def test_delete_removes_an_ended_batch_refuses_a_running_one_and_is_audited(
         ]
     finally:
         store.close()
+
+
+def test_run_a_sheet_one_crew_per_row_and_write_it_back_enriched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from openpyxl import load_workbook
+
+    sheet = tmp_path / "tickets.csv"
+    sheet.write_text("id;Subject\n0042;Printer on fire\n0043;\n0044;Löschen geht nicht\n", "utf-8")
+    out = tmp_path / "out.xlsx"
+    args = ["run", "--sheet", str(sheet), "--map", "topic=Subject", "--out", str(out)]
+    assert main([*args, "--latency", "0.05", "--no-history"]) == 0
+    err = capsys.readouterr().err
+    assert "delimiter ';'" in err and "row 3 skipped" in err and "Traceback" not in err
+    table = [[c.value for c in row] for row in load_workbook(out).active.iter_rows()]
+    assert [r[:2] for r in table] == [
+        ["id", "Subject"],
+        ["0042", "Printer on fire"],
+        ["0043", None],
+        ["0044", "Löschen geht nicht"],
+    ]
+    assert [r[2] for r in table] == ["crew: state", "succeeded", "skipped", "succeeded"]
+    # a bad map or topics beside the sheet: one line, exit 2, nothing written
+    assert main(["run", "--sheet", str(sheet), "--map", "topic=Nope", "--no-history"]) == 2
+    assert "'Nope'" in capsys.readouterr().err
+    assert main(["run", "x", "--sheet", str(sheet), "--no-history"]) == 2
+    assert "give no topics with it" in capsys.readouterr().err
+    assert main(["run", "--sheet", str(tmp_path / "missing.xlsx"), "--no-history"]) == 2
+    assert "cannot read --sheet" in capsys.readouterr().err

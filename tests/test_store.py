@@ -81,7 +81,7 @@ def test_migrations_create_the_schema(store: Store) -> None:
     head = ScriptDirectory.from_config(config).get_current_head()  # one head: a straight chain
     with store.engine.connect() as conn:
         assert conn.execute(text("select version_num from alembic_version")).scalar() == head
-        assert head == "0011"  # 0005, 0008, 0009, 0006 (first token), 0007 (budget), 0010, 0011
+        assert head == "0012"  # 0005, 0008, 0009, 0006, 0007, 0010, 0011 (spend), 0012 (sheets)
         tables = {"experiments", "experiment_cells", "llm_cache", "api_tokens", "audit_log"}
         for table in tables:
             assert conn.execute(text(f"select count(*) from {table}")).scalar() == 0

@@ -71,7 +71,7 @@ def test_every_json_response_of_every_route_has_a_schema_with_properties(
                 checked.append(label)
     # every route but the event stream, the file, the experiment's (CSV/Markdown) export and
     # DELETE /tokens/{id} (204, no body)
-    assert len(checked) == 20, checked
+    assert len(checked) == 21, checked
     events = spec["paths"]["/batches/{batch_id}/events"]["get"]["responses"]["200"]
     kinds = events["content"]["text/event-stream"]["itemSchema"]["oneOf"]
     payloads = {k["properties"]["event"]["const"]: k["properties"]["data"] for k in kinds}

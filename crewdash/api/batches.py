@@ -10,31 +10,53 @@ them and topics go through `parse_topics`, before anything reaches the runner or
 from __future__ import annotations
 
 import asyncio
+import csv
+import hashlib
+import io
+import json
 import re
+import tempfile
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Literal
+from typing import IO, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
 
 from crewdash.api.context import runtime_of, snapshot
 from crewdash.api.people import audit, may_act_on, person_of
 from crewdash.base.config import DEFAULT_BLUEPRINT, outputs_dir
 from crewdash.base.errors import BatchElsewhereError, BatchRunningError, UnknownBatchError
 from crewdash.base.run_context import crew_file
+from crewdash.blueprints.catalog import list_blueprints
 from crewdash.engine.budget import Budget
 from crewdash.engine.plans import RunSettings
 from crewdash.engine.resume import resume
+from crewdash.engine.sheet_batches import SheetUpload
 from crewdash.model.batch import check_batch_id
 from crewdash.model.spend import SpendCapExceeded
 from crewdash.model.topics import Topics, parse_topics
+from crewdash.present.batch_sheet import (
+    XLSX_MIME,
+    download_name,
+    sheet_csv,
+    sheet_xlsx,
+    topics_sheet,
+)
 from crewdash.present.exports import FORMATS, export
 from crewdash.providers.preflight import preflight
 from crewdash.schemas.batches import BatchDetail, BatchSummary
 from crewdash.schemas.common import PROBLEMS, STARTS, IdempotencyKey, Problem, fingerprint
-from crewdash.schemas.requests import BatchAccepted, BatchRequest, CancelResult, ResearchRequest
+from crewdash.schemas.requests import (
+    BatchAccepted,
+    BatchRequest,
+    CancelResult,
+    ResearchRequest,
+    RowValue,
+)
 from crewdash.schemas.resume import ResumeRequest, ResumeResult
 
 router = APIRouter()
@@ -61,6 +83,90 @@ def _check_search(search: str | None) -> None:
         raise HTTPException(422, "search: must not contain control characters")
 
 
+def _settings(request: Request, body: BaseModel) -> RunSettings:
+    """A request's run settings over the server's defaults."""
+    runtime = runtime_of(request)
+    limit = getattr(body, "max_concurrency", None) or runtime.default_settings.max_concurrency
+    llm = runtime.default_settings.llm
+    if getattr(body, "stream", None) is not None:
+        llm = replace(llm, stream=bool(getattr(body, "stream", None)))
+    return RunSettings(
+        llm=llm,
+        max_concurrency=limit,
+        crew_timeout_s=getattr(body, "crew_timeout_s", None),
+        budget=_budget(body),
+        response_cache=getattr(body, "cache", False),
+    )
+
+
+def rows_csv(rows: list[dict[str, RowValue]]) -> bytes:
+    """A sheet sent as JSON rows, as the CSV file the batch keeps (columns in first-seen order;
+    a number or a boolean as its JSON text, null as a blank cell)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if (v := row.get(c)) is None else _json_text(v) for c in columns])
+    return out.getvalue().encode("utf-8")
+
+
+def _json_text(value: RowValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+async def start_sheet(
+    request: Request,
+    body: BaseModel,
+    upload: SheetUpload,
+    blueprint: str,
+    idempotency_key: str | None = None,
+) -> tuple[str, list[str]]:
+    """Submit a sheet batch (one crew per runnable row): its id and notes."""
+    runtime = runtime_of(request)
+    settings = _settings(request, body)
+    await asyncio.to_thread(preflight, [settings.llm])
+    notes: list[str] = []
+
+    def submit() -> str:
+        batch_id, plan = runtime.submit_sheet(
+            blueprint, upload, settings, by=person_of(request), source="api"
+        )
+        notes.extend(plan.sheet.notes)
+        if plan.skipped:
+            notes.append(f"{plan.skipped} row(s) skipped (see the enriched sheet's state column)")
+        return batch_id
+
+    try:
+        if idempotency_key is None:
+            batch_id = await asyncio.to_thread(submit)
+        else:
+            key = f"batch:{idempotency_key}"
+            once = runtime.runner.keys.once
+            batch_id = await asyncio.to_thread(once, key, fingerprint(body), submit)
+    except SpendCapExceeded as exc:
+        await audit(request, "run", "a new batch", "refused", str(exc))
+        raise
+    crews = len(runtime.runner.batch(batch_id).run_ids)
+    await audit(request, "run", f"batch {batch_id}", detail=f"{crews} crews from a sheet")
+    return batch_id, notes
+
+
+def accepted(batch_id: str, crews: int, notes: list[str], sheet: bool) -> BatchAccepted:
+    base = f"/batches/{batch_id}"
+    links = {
+        "self": base,
+        "events": f"{base}/events",
+        "cancel": f"{base}/cancel",
+        "export": f"{base}/export?format=json",
+    }
+    if sheet:
+        links["sheet"] = f"{base}/export?format=xlsx"
+    return BatchAccepted(batch_id=batch_id, crews=crews, notes=notes, links=links)
+
+
 async def start(
     request: Request,
     body: BatchRequest | ResearchRequest,
@@ -69,20 +175,10 @@ async def start(
 ) -> tuple[str, Topics]:
     """Check a request's batch and submit it: its id, and its topics as parsed."""
     runtime = runtime_of(request)
-    topics = parse_topics(body.topics, refuse_blanks=True)
-    limit = getattr(body, "max_concurrency", None) or runtime.default_settings.max_concurrency
-    llm = runtime.default_settings.llm
-    if getattr(body, "stream", None) is not None:
-        llm = replace(llm, stream=bool(body.stream))  # type: ignore[union-attr]
-    settings = RunSettings(
-        llm=llm,
-        max_concurrency=limit,
-        crew_timeout_s=getattr(body, "crew_timeout_s", None),
-        budget=_budget(body),
-        response_cache=getattr(body, "cache", False),
-    )
+    topics = parse_topics(body.topics or [], refuse_blanks=True)
+    settings = _settings(request, body)
     blueprint = getattr(body, "blueprint", DEFAULT_BLUEPRINT)
-    await asyncio.to_thread(preflight, [llm])  # what cannot run is refused, not started
+    await asyncio.to_thread(preflight, [settings.llm])  # what cannot run is refused, not started
     try:
         batch_id = await asyncio.to_thread(
             runtime.runner.submit,
@@ -108,21 +204,79 @@ async def start(
 async def create_batch(
     request: Request, body: BatchRequest, idempotency_key: IdempotencyKey = None
 ) -> BatchAccepted:
-    """Start a batch and answer at once with its id. A repeat with the same
-    `Idempotency-Key` starts nothing and answers the batch the key started."""
+    """Start a batch of `topics`, or of a sheet's `rows` (one crew per row), and answer at
+    once with its id. A repeat with the same `Idempotency-Key` starts nothing and answers the
+    batch the key started."""
+    if body.rows is not None:
+        rows = rows_csv(body.rows)
+        upload = SheetUpload(rows, "rows.csv", None, body.input_map, body.inputs or {})
+        batch_id, notes = await start_sheet(request, body, upload, body.blueprint, idempotency_key)
+        crews = len(runtime_of(request).runner.batch(batch_id).run_ids)
+        return accepted(batch_id, crews, notes, sheet=True)
     batch_id, topics = await start(request, body, "api", idempotency_key)
-    base = f"/batches/{batch_id}"
-    return BatchAccepted(
-        batch_id=batch_id,
-        crews=len(runtime_of(request).runner.batch(batch_id).run_ids),
-        notes=list(topics.changes),
-        links={
-            "self": base,
-            "events": f"{base}/events",
-            "cancel": f"{base}/cancel",
-            "export": f"{base}/export?format=json",
-        },
+    crews = len(runtime_of(request).runner.batch(batch_id).run_ids)
+    return accepted(batch_id, crews, list(topics.changes), sheet=False)
+
+
+class SheetForm(BaseModel):
+    """The form fields of `POST /batches/sheet` beside the file."""
+
+    blueprint: str = DEFAULT_BLUEPRINT
+    sheet_name: str | None = None
+    input_map: dict[str, str] | None = None
+    inputs: dict[str, str] | None = None
+    max_concurrency: int | None = Field(default=None, ge=1, le=1000)
+    digest: str = ""  # the file's, so an Idempotency-Key reused for another file is refused
+
+
+def _json_object(field: str, text: str | None) -> dict[str, str] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise HTTPException(
+            422, f'{field}: not JSON; send an object such as {{"topic": "Company"}}'
+        ) from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise HTTPException(422, f"{field}: must be a JSON object of text to text")
+    return value
+
+
+@router.post("/batches/sheet", status_code=202, response_model=BatchAccepted, responses=STARTS)
+async def create_sheet_batch(
+    request: Request,
+    file: UploadFile,
+    blueprint: str = Form(DEFAULT_BLUEPRINT, description="the blueprint every row runs"),
+    sheet_name: str | None = Form(None, description="a workbook's sheet (default: the first)"),
+    input_map: str | None = Form(
+        None, description='JSON: input -> column, e.g. {"topic": "Company"} (default: by name)'
+    ),
+    inputs: str | None = Form(None, description="JSON: fixed values for inputs no column fills"),
+    max_concurrency: int | None = Form(None, ge=1, le=1000),
+    idempotency_key: IdempotencyKey = None,
+) -> BatchAccepted:
+    """Upload a sheet (CSV, TSV or .xlsx, at most 50 MB and 10,000 rows) and start one crew per
+    row; the enriched sheet is GET /batches/{id}/export?format=xlsx (or csv)."""
+    if blueprint not in list_blueprints():
+        raise HTTPException(422, f"blueprint: no blueprint named {blueprint!r}")
+    data = await file.read()
+    form = SheetForm(
+        blueprint=blueprint,
+        sheet_name=sheet_name or None,
+        input_map=_json_object("input_map", input_map),
+        inputs=_json_object("inputs", inputs),
+        max_concurrency=max_concurrency,
+        digest=hashlib.sha256(data).hexdigest(),
     )
+    upload = SheetUpload(
+        data, file.filename or "sheet.csv", form.sheet_name, form.input_map, form.inputs or {}
+    )
+    batch_id, notes = await start_sheet(request, form, upload, blueprint, idempotency_key)
+    crews = len(runtime_of(request).runner.batch(batch_id).run_ids)
+    return accepted(batch_id, crews, notes, sheet=True)
 
 
 @router.get("/batches", response_model=list[BatchSummary], responses=PROBLEMS)
@@ -264,28 +418,76 @@ async def cancel_crew(request: Request, batch_id: str, run_id: str) -> CancelRes
         **PROBLEMS,
         200: {
             "content": {
-                m: {"schema": {"$ref": "#/components/schemas/BatchDetail"}}
-                if m == "application/json"
-                else {"schema": {"type": "string"}}
-                for m, _ in FORMATS.values()
+                **{
+                    m: {"schema": {"$ref": "#/components/schemas/BatchDetail"}}
+                    if m == "application/json"
+                    else {"schema": {"type": "string"}}
+                    for m, _ in FORMATS.values()
+                },
+                XLSX_MIME: {"schema": {"type": "string", "format": "binary"}},
             },
-            "description": "the export (JSON: the same `BatchDetail` as GET /batches/{id})",
+            "description": "the export (JSON: the same `BatchDetail` as GET /batches/{id}; "
+            "xlsx: the enriched sheet; csv: the enriched sheet of a sheet batch, else a row "
+            "per crew)",
         },
     },
 )
 async def export_batch(
     request: Request,
     batch_id: str,
-    format: Literal["csv", "json", "md"] = Query(default="json"),
+    format: Literal["csv", "json", "md", "xlsx"] = Query(default="json"),
 ) -> Response:
-    """The batch as CSV (a row per crew), JSON (everything) or a Markdown report."""
+    """The batch as JSON (everything), a Markdown report, the enriched sheet as .xlsx (a sheet
+    batch: its sheet with the crews' columns; typed topics: a sheet of the topics), or CSV (a
+    sheet batch: its enriched sheet, streamed; typed topics: a row per crew)."""
     snap = await snapshot(request, batch_id)
+    runtime = runtime_of(request)
+    if format in ("xlsx", "csv"):
+        found = await asyncio.to_thread(runtime.sheet_of, batch_id)
+        if format == "csv" and found is not None:
+            sheet, rows = found
+            name = download_name(sheet, snap, "csv")
+            lines = sheet_csv(snap, sheet, rows)
+            return StreamingResponse(
+                (line.encode("utf-8") for line in lines),
+                media_type="text/csv; charset=utf-8",
+                headers={"content-disposition": attachment(name)},
+            )
+        if format == "xlsx":
+            sheet, rows = found if found is not None else topics_sheet(snap)
+            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+            await asyncio.to_thread(sheet_xlsx, snap, sheet, rows, spool)
+            spool.seek(0)
+            return StreamingResponse(
+                _chunks(spool),
+                media_type=XLSX_MIME,
+                headers={"content-disposition": attachment(download_name(sheet, snap, "xlsx"))},
+            )
     mime, ext = FORMATS[format]
     return Response(
         export(snap, format),
         media_type=f"{mime}; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="crewdash-{batch_id}.{ext}"'},
     )
+
+
+SPOOL_BYTES = 8 * 1024 * 1024  # an enriched .xlsx is written to memory up to this, then to disk
+
+
+def _chunks(spool: IO[bytes], size: int = 256 * 1024) -> Iterator[bytes]:
+    """The file in chunks, closed at the end (a spooled file on disk is then removed)."""
+    with spool:
+        while chunk := spool.read(size):
+            yield chunk
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition for a download named `filename` (RFC 6266: an ASCII fallback and
+    the UTF-8 name)."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
 
 
 @router.get(

@@ -16,8 +16,15 @@ from starlette.routing import Match
 
 from crewdash.api.errors import problem
 from crewdash.api.people import Access
+from crewdash.base.config import MAX_SHEET_BYTES
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: 100 topics of 300 characters fit many times over
+# Where a sheet comes in, more: its rows as JSON, or the file itself (the reader's limit, plus
+# the form around it).
+BODY_LIMITS = {
+    "/batches": 64 * 1024 * 1024,
+    "/batches/sheet": MAX_SHEET_BYTES + 1024 * 1024,
+}
 
 # The methods a route can have (`Allow` names those of the path's routes).
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
@@ -32,12 +39,13 @@ class BodyTooLargeError(HTTPException):
         super().__init__(
             status_code=413,
             detail=f"the request body is larger than the limit of {limit} bytes; "
-            "send fewer or shorter topics",
+            "send fewer or shorter topics or rows",
         )
 
 
 class BodyLimit:
-    """ASGI middleware: refuse bodies over `max_bytes` with 413 without reading them whole.
+    """ASGI middleware: refuse bodies over `max_bytes` (a sheet's routes: `BODY_LIMITS`) with
+    413 without reading them whole.
 
     A declared Content-Length over the limit is refused before the app runs; a body without one
     (chunked) is counted as it streams in, and reading stops at the first chunk over the limit.
@@ -53,9 +61,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = BODY_LIMITS.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await problem(BodyTooLargeError(self.max_bytes))(scope, receive, send)
+        if declared.isdigit() and int(declared) > limit:
+            await problem(BodyTooLargeError(limit))(scope, receive, send)
             return
         seen = 0
         started = False
@@ -65,10 +74,10 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     if started:  # e.g. an event stream listening for the client to leave
                         return {"type": "http.disconnect"}
-                    raise BodyTooLargeError(self.max_bytes)  # FastAPI answers it as a Problem
+                    raise BodyTooLargeError(limit)  # FastAPI answers it as a Problem
             return message
 
         async def watched(message: Any) -> None:

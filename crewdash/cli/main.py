@@ -45,13 +45,18 @@ from crewdash.demo.server import DemoLLMServer
 from crewdash.engine.budget import Budget, BudgetTooSmall, admits_none
 from crewdash.engine.execution import Backend
 from crewdash.engine.plans import RunSettings
+from crewdash.engine.sheet_batches import SheetUpload
 from crewdash.model.batch import BatchSnapshot
 from crewdash.model.topics import parse_topics
+from crewdash.present.batch_sheet import sheet_csv, sheet_xlsx
+from crewdash.present.sheet_export import enriched_filename
 from crewdash.providers.limits import ProviderLimits
 from crewdash.providers.llm import PROVIDERS, LLMSettings, default_llm_settings
 from crewdash.providers.preflight import preflight
 from crewdash.runtime import Runtime, backend_from_env, demo_profile_from_env
 from crewdash.schemas.reports import RunReport
+from crewdash.sheets.mapping import MappedRow
+from crewdash.sheets.sheet import Sheet
 from crewdash.store.history import Store
 
 
@@ -60,13 +65,13 @@ def summary(snap: BatchSnapshot) -> dict[str, Any]:
     return RunReport.from_snapshot(snap, outputs_dir()).model_dump(mode="json")
 
 
-def parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
+def parse_inputs(pairs: Sequence[str], option: str = "--input") -> dict[str, str]:
     """`--input key=value` pairs (repeatable) as a mapping; a pair without `=` is refused."""
     inputs: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise SettingsError(f"--input needs key=value, got {pair!r}")
+            raise SettingsError(f"{option} needs key=value, got {pair!r}")
         inputs[key.strip()] = value
     return inputs
 
@@ -82,19 +87,47 @@ def _profile(args: argparse.Namespace) -> LatencyProfile:
     )
 
 
+def sheet_upload(args: argparse.Namespace, inputs: dict[str, str]) -> SheetUpload:
+    """`--sheet FILE [--sheet-name NAME] --map INPUT=COLUMN ...` as an upload; topics with it
+    are refused (a sheet runs one crew per row)."""
+    if args.topics or args.file or args.n:
+        raise SettingsError("--sheet runs one crew per row of the sheet: give no topics with it")
+    path = Path(args.sheet)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"cannot read --sheet {path}: {exc.strerror or exc}") from None
+    columns = parse_inputs(args.map, "--map") or None
+    return SheetUpload(data, path.name, args.sheet_name, columns, inputs)
+
+
+def write_sheet(snap: BatchSnapshot, found: tuple[Sheet, tuple[MappedRow, ...]], out: Path) -> None:
+    """The enriched sheet to `out`: .xlsx, else CSV (.csv, .tsv or anything else)."""
+    sheet, rows = found
+    if out.suffix.lower() == ".xlsx":
+        sheet_xlsx(snap, sheet, rows, out)
+    else:
+        with out.open("w", encoding="utf-8", newline="") as handle:
+            handle.writelines(sheet_csv(snap, sheet, rows))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    inputs = parse_inputs(args.input)
+    upload = sheet_upload(args, inputs) if args.sheet else None
     raw: list[str] = list(args.topics)
     if args.file:
         # utf-8-sig: a byte-order mark (Notepad writes one) is not part of the first topic
         raw += Path(args.file).read_text(encoding="utf-8-sig").splitlines()
     if args.n:
         raw += [f"topic {i + 1}" for i in range(args.n)]
-    topics = parse_topics(raw, max_topics=max(args.n or 0, 100))
+    topics = parse_topics(raw or ["-"], max_topics=max(args.n or 0, 100))
     for note in topics.notes:
         print(note, file=sys.stderr)
-    inputs = parse_inputs(args.input)
     blueprint = load_blueprint(args.blueprint)  # a broken blueprint fails before anything starts
-    blueprint.inputs_for(topics.items[0], inputs, args.fan_out)
+    if upload is None:
+        if not raw:
+            parse_topics(raw)  # no topics: its message
+        blueprint.inputs_for(topics.items[0], inputs, args.fan_out)
     budget = (
         Budget(usd=args.budget_usd, tokens=args.budget_tokens)
         if args.budget_usd is not None or args.budget_tokens is not None
@@ -129,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             budget=budget,
             response_cache=args.cache,
         )
-        if budget is not None:  # learned from the history; one that admits no crew: exit 2
+        if budget is not None and upload is None:  # learned from the history; none: exit 2
             est = runtime.runner.estimate(
                 blueprint, topics.items, settings, inputs=inputs, fan_out=args.fan_out
             )
@@ -138,15 +171,27 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise BudgetTooSmall(why)
         if settings.llm.is_demo:
             runtime.warm_up().result(60)  # one-off process costs stay out of the timings
-        batch_id = runtime.runner.submit(
-            blueprint,
-            topics.items,
-            settings,
-            source="cli",
-            inputs=inputs,
-            fan_out=args.fan_out,
-            by=terminal_person(),
-        )
+        if upload is not None:
+            batch_id, plan = runtime.submit_sheet(
+                blueprint, upload, settings, by=terminal_person(), source="cli"
+            )
+            print(f"{plan.sheet.filename}: {plan.sheet.detected}", file=sys.stderr)
+            for note in plan.sheet.notes:
+                print(note, file=sys.stderr)
+            for row in plan.rows:
+                if not row.runs:
+                    print(f"row {row.number} skipped: {row.skipped}", file=sys.stderr)
+            found = (plan.sheet, plan.rows)
+        else:
+            batch_id = runtime.runner.submit(
+                blueprint,
+                topics.items,
+                settings,
+                source="cli",
+                inputs=inputs,
+                fan_out=args.fan_out,
+                by=terminal_person(),
+            )
         batch = runtime.runner.batch(batch_id)
         reported: set[str] = set()
         while True:
@@ -178,6 +223,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if upload is not None:
+        out = (
+            Path(args.out)
+            if args.out
+            else Path(args.sheet).with_name(enriched_filename(upload.filename, "xlsx"))
+        )
+        write_sheet(snap, found, out)
+        print(f"enriched sheet: {out}", file=sys.stderr)
     return 0 if result["state"] == "succeeded" else 1  # every topic answered, or not
 
 
@@ -408,6 +461,16 @@ def build_parser(prog: str = "crewdash") -> argparse.ArgumentParser:
         "--no-stream", action="store_true", help="whole answers, no streaming (no TTFT)"
     )
     run.add_argument("--cache", action="store_true", help="answer repeated calls from the cache")
+    run.add_argument("--sheet", help="a CSV, TSV or .xlsx file: one crew per row")
+    run.add_argument("--sheet-name", help="the workbook's sheet (default: the first)")
+    run.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="INPUT=COLUMN",
+        help="the column that fills an input (repeatable; default: the column of its name)",
+    )
+    run.add_argument("--out", help="where the enriched sheet goes (.xlsx or .csv)")
     demo_options(run)
     run.set_defaults(func=cmd_run)
 

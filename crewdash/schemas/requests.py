@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from crewdash.base.config import DEFAULT_BLUEPRINT, MAX_TOPIC_CHARS, MAX_TOPICS
+from crewdash.base.config import DEFAULT_BLUEPRINT, MAX_SHEET_ROWS, MAX_TOPIC_CHARS, MAX_TOPICS
 from crewdash.blueprints.catalog import list_blueprints
 from crewdash.schemas.common import InputName, InputValue, Topic
 
@@ -45,8 +45,31 @@ def _blueprint_enum() -> dict[str, Any]:
     return {"enum": list_blueprints()}
 
 
+# A cell of `rows`: JSON's scalars (a number or a boolean is written as its text).
+RowValue = str | int | float | bool | None
+
+
 class BatchRequest(BaseModel):
-    topics: list[Topic] = TOPICS_FIELD
+    topics: list[Topic] | None = Field(
+        default=None,
+        min_length=1,
+        description=f"{TOPICS_FIELD.description} Either `topics` or `rows`.",
+    )
+    rows: list[dict[str, RowValue]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SHEET_ROWS,
+        description=f"A sheet, one object per row (at most {MAX_SHEET_ROWS:,}): one crew per row "
+        "whose mapped inputs are not blank; the enriched sheet is GET "
+        "/batches/{id}/export?format=xlsx or csv. Either `topics` or `rows`.",
+    )
+    input_map: dict[InputName, str] | None = Field(
+        default=None,
+        max_length=100,
+        description="With `rows`: input -> the row key (column) that fills it; by default each "
+        "input takes the column of its name (case, spaces, _ and - ignored). Fixed values for "
+        "every row go in `inputs`.",
+    )
     blueprint: str = Field(default=DEFAULT_BLUEPRINT, json_schema_extra=_blueprint_enum())
     max_concurrency: int | None = Field(default=None, ge=1, le=1000, strict=True)
     crew_timeout_s: float | None = Field(default=None, gt=0, le=86_400, strict=True)
@@ -81,6 +104,14 @@ class BatchRequest(BaseModel):
         strict=True,
         description="Answer model calls identical to earlier ones from the cache.",
     )
+
+    @model_validator(mode="after")
+    def _topics_or_rows(self) -> BatchRequest:
+        if (self.topics is None) == (self.rows is None):
+            raise ValueError("send either `topics` or `rows` (a sheet), not both or neither")
+        if self.input_map is not None and self.rows is None:
+            raise ValueError("`input_map` maps the columns of `rows`: send `rows` with it")
+        return self
 
     @field_validator("blueprint")
     @classmethod

@@ -54,6 +54,7 @@ from crewdash.store.rows import (
     span_of,
     summary_of,
 )
+from crewdash.store.sheets import Sheets
 from crewdash.store.spending import Reservation, Spending
 from crewdash.store.tables import (
     BatchRow,
@@ -65,6 +66,7 @@ from crewdash.store.tables import (
     KeptSpendRow,
     OwnerRow,
     ResumeBatchRow,
+    SheetRow,
     SpanRow,
 )
 
@@ -92,7 +94,7 @@ def _safe_url(url: str) -> str:
         return "<unparsable DATABASE_URL>"
 
 
-class Store(Owners, Accounts, Spending):
+class Store(Owners, Accounts, Spending, Sheets):
     """Thread-safe access to the history database."""
 
     def __init__(self, url: str | None = None) -> None:
@@ -225,6 +227,7 @@ class Store(Owners, Accounts, Spending):
                     or_(CheckpointRow.batch_id == batch_id, CheckpointRow.run_id.in_(run_ids))
                 ),
                 delete(ResumeBatchRow).where(ResumeBatchRow.batch_id == batch_id),
+                delete(SheetRow).where(SheetRow.batch_id == batch_id),
                 delete(SpanRow).where(SpanRow.run_id.in_(run_ids)),
                 delete(CrewRow).where(CrewRow.batch_id == batch_id),
                 delete(BatchRow).where(BatchRow.id == batch_id),
@@ -392,7 +395,15 @@ class Store(Owners, Accounts, Spending):
     def delete_all(self) -> None:
         """Empty every table (tests only)."""
         with Session(self.engine) as session, session.begin():
-            for table in (SpanRow, CrewRow, BatchRow, BenchRunRow, OwnerRow, KeptSpendRow):
+            for table in (
+                SheetRow,
+                SpanRow,
+                CrewRow,
+                BatchRow,
+                BenchRunRow,
+                OwnerRow,
+                KeptSpendRow,
+            ):
                 session.query(table).delete()
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -232,3 +233,20 @@ class KeptSpendRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SheetRow(Base):
+    """The sheet a batch ran one crew per row of (migration 0012): the file as uploaded (or the
+    API's rows as CSV), which sheet of it, and how its columns filled the blueprint's inputs, so
+    the enriched sheet can be rebuilt from the record after any restart."""
+
+    __tablename__ = "batch_sheets"
+
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    filename: Mapped[str] = mapped_column(String(300))
+    sheet_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    input_map: Mapped[str] = mapped_column(Text)  # {"columns": {...}, "values": {...}}
+    required: Mapped[str] = mapped_column(Text, default="[]")
