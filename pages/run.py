@@ -28,6 +28,7 @@ from ui.people import audit, person
 from ui.polling import poll_until_done
 from ui.resume_view import render_resume
 from ui.session import llm_settings, require_login, run_settings, runtime, state
+from ui.sheet_view import render_sheet_setup, sheet_downloads
 from ui.stream_view import render_live_answers
 from ui.text import code, plain
 
@@ -92,50 +93,66 @@ if blueprint is not None:
         st.session_state["run.fan_out"] = blueprint.fan_out
         st.session_state["run.inputs_of"] = blueprint.name
 
-with setup.form("run.form", border=False):
-    st.text_area(
-        "Topics (one per line)",
-        key="run.topics",
-        height=180,
-        placeholder="CrewAI async kickoff\nLangGraph vs CrewAI\nAutoGen new features",
-    )
-    names = list(blueprint.inputs) if blueprint else []
-    fan_out = blueprint.fan_out if blueprint else "topic"
-    if len(names) > 1:
-        state("run.fan_out", fan_out)
-        fan_out = st.selectbox(
-            "Each line fills", names, key="run.fan_out", format_func=lambda n: "{" + n + "}"
-        )
-        for name in names:
-            if name != fan_out:
-                state(f"run.input.{name}", "")
-                needed = blueprint is not None and name in blueprint.required
-                st.text_input(
-                    f"{{{plain(name)}}} (the same for every crew)",
-                    key=f"run.input.{name}",
-                    help="Required." if needed else "Optional: prefilled with the default.",
-                )
-    render_budget_inputs()
-    submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
-    # the form sends the topics only when submitted: this button sends them without a Run
-    st.form_submit_button("Estimate cost", icon=":material/calculate:")
-
-if blueprint is not None:
-    try:
+SOURCES = {"topics": "Typed topics", "sheet": "A sheet (CSV, TSV, Excel)"}
+source = setup.segmented_control(
+    "Crews from",
+    list(SOURCES),
+    key="run.source",
+    default="topics",
+    format_func=SOURCES.__getitem__,
+)
+submitted = False
+names: list[str] = []
+fan_out = "topic"
+if source == "sheet":
+    if blueprint is not None:
         with setup:
-            try:
-                typed = parse_topics(st.session_state.get("run.topics", "")).items
-            except TopicError:
-                typed = ()  # none yet (the daily cap still shows), or reported at Run
-            render_estimate(
-                blueprint,
-                typed,
-                llm_settings(),
-                {n: st.session_state.get(f"run.input.{n}", "") for n in names if n != fan_out},
-                fan_out,
+            render_sheet_setup(blueprint)
+else:
+    with setup.form("run.form", border=False):
+        st.text_area(
+            "Topics (one per line)",
+            key="run.topics",
+            height=180,
+            placeholder="CrewAI async kickoff\nLangGraph vs CrewAI\nAutoGen new features",
+        )
+        names = list(blueprint.inputs) if blueprint else []
+        fan_out = blueprint.fan_out if blueprint else "topic"
+        if len(names) > 1:
+            state("run.fan_out", fan_out)
+            fan_out = st.selectbox(
+                "Each line fills", names, key="run.fan_out", format_func=lambda n: "{" + n + "}"
             )
-    except CrewdashError:
-        pass  # the topics or the model are reported when Run is pressed
+            for name in names:
+                if name != fan_out:
+                    state(f"run.input.{name}", "")
+                    needed = blueprint is not None and name in blueprint.required
+                    st.text_input(
+                        f"{{{plain(name)}}} (the same for every crew)",
+                        key=f"run.input.{name}",
+                        help="Required." if needed else "Optional: prefilled with the default.",
+                    )
+        render_budget_inputs()
+        submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+        # the form sends the topics only when submitted: this button sends them without a Run
+        st.form_submit_button("Estimate cost", icon=":material/calculate:")
+
+    if blueprint is not None:
+        try:
+            with setup:
+                try:
+                    typed = parse_topics(st.session_state.get("run.topics", "")).items
+                except TopicError:
+                    typed = ()  # none yet (the daily cap still shows), or reported at Run
+                render_estimate(
+                    blueprint,
+                    typed,
+                    llm_settings(),
+                    {n: st.session_state.get(f"run.input.{n}", "") for n in names if n != fan_out},
+                    fan_out,
+                )
+        except CrewdashError:
+            pass  # the topics or the model are reported when Run is pressed
 
 
 def submission_key(content: str) -> str:
@@ -292,6 +309,7 @@ if batch_id:
             render_live_answers(snap)
             render_gauges()
         render_batch_rest(snap)
+        sheet_downloads(snap, "run")  # while it runs too: rows not done yet say so
         if snap.done:
             (spare,) = render_downloads(snap, "run")
             render_delete(snap, spare)

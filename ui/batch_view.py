@@ -5,8 +5,10 @@ Shared by the pages that show a batch; reads only the immutable snapshot it is g
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from crewdash.base.config import outputs_dir
@@ -16,6 +18,8 @@ from crewdash.model.pricing import batch_cost
 from crewdash.present.charts import (
     crew_label,
     latency_figure,
+    latency_histogram,
+    progress_figure,
     status_table,
     timeline_figure,
     tokens_figure,
@@ -26,6 +30,9 @@ from ui.governor_view import render_spend
 from ui.text import code, plain, render_answer
 
 REFRESH_SECONDS = 0.75
+LARGE_BATCH = 50  # past this many crews, aggregated charts instead of one bar per crew
+SLICE = 50  # crews in a large batch's timeline slice and its slowest/failed lists
+RESULTS_PAGE = 20  # answers drawn at a time once more have finished
 
 
 def state_words(snap: BatchSnapshot) -> str:
@@ -127,18 +134,66 @@ def render_batch_rest(snap: BatchSnapshot) -> None:
     if not table.empty and not table["Restored tasks"].any():
         table = table.drop(columns="Restored tasks")  # a column of zeros, except after resume
     st.dataframe(table, hide_index=True, width="stretch", column_config=status_columns())
-    timeline, latency, first, tokens = st.tabs(
-        ["Timeline", "Crew latency", "Time to first token", "Tokens & cost"]
-    )
-    with timeline:
-        st.plotly_chart(timeline_figure(snap), width="stretch", key=f"timeline-{snap.batch_id}")
-    with latency:
-        st.plotly_chart(latency_figure(snap), width="stretch", key=f"latency-{snap.batch_id}")
-    with first:
-        st.plotly_chart(ttft_figure(snap), width="stretch", key=f"ttft-{snap.batch_id}")
-    with tokens:
-        st.plotly_chart(tokens_figure(snap), width="stretch", key=f"tokens-{snap.batch_id}")
+    if len(snap.crews) > LARGE_BATCH:
+        render_large_charts(snap)
+    else:
+        timeline, latency, first, tokens = st.tabs(
+            ["Timeline", "Crew latency", "Time to first token", "Tokens & cost"]
+        )
+        with timeline:
+            key = f"timeline-{snap.batch_id}"
+            st.plotly_chart(timeline_figure(snap), width="stretch", key=key)
+        with latency:
+            st.plotly_chart(latency_figure(snap), width="stretch", key=f"latency-{snap.batch_id}")
+        with first:
+            st.plotly_chart(ttft_figure(snap), width="stretch", key=f"ttft-{snap.batch_id}")
+        with tokens:
+            st.plotly_chart(tokens_figure(snap), width="stretch", key=f"tokens-{snap.batch_id}")
     render_results(snap)
+
+
+def render_large_charts(snap: BatchSnapshot) -> None:
+    """A batch of many crews: aggregated views (crews ended over time, a latency histogram,
+    the slowest and failed crews) and the per-crew timeline of a chosen slice of rows; only
+    the view chosen is drawn, so a refresh costs about the same at 200 crews as at 10,000."""
+    views = ["Overview", "Slowest and failed", "Timeline of a slice"]
+    view = st.segmented_control(
+        "Charts", views, key=f"large.view.{snap.batch_id}", default="Overview"
+    )
+    if view == "Slowest and failed":
+        ended = [c for c in snap.crews if c.finished_at]
+        slowest = sorted(ended, key=lambda c: -(c.duration or 0))[:SLICE]
+        failed = [c for c in ended if c.state is not CrewState.SUCCEEDED][:SLICE]
+        for title, crews in (("Slowest", slowest), ("Not succeeded", failed)):
+            st.markdown(f"**{title}** ({len(crews)})")
+            rows = [
+                {
+                    "Row": c.index + 1,
+                    "Crew": crew_label(c, 60),
+                    "State": c.state.value,
+                    "Latency s": round(c.duration or 0, 2),
+                    "Error": c.error or "",
+                }
+                for c in crews
+            ]
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    elif view == "Timeline of a slice":
+        last = max(1, len(snap.crews) - SLICE + 1)
+        first = st.number_input(
+            f"From row (the timeline shows {SLICE} crews)",
+            min_value=1,
+            max_value=last,
+            key=f"large.slice.{snap.batch_id}",
+        )
+        crews = sorted(snap.crews, key=lambda c: c.index)[int(first) - 1 : int(first) - 1 + SLICE]
+        part = replace(snap, crews=tuple(crews))
+        st.plotly_chart(timeline_figure(part), width="stretch", key=f"timeline-{snap.batch_id}")
+    else:
+        left, right = st.columns(2)
+        left.plotly_chart(progress_figure(snap), width="stretch", key=f"ended-{snap.batch_id}")
+        right.plotly_chart(
+            latency_histogram(snap), width="stretch", key=f"histogram-{snap.batch_id}"
+        )
 
 
 def render_batch(snap: BatchSnapshot) -> None:
@@ -154,9 +209,18 @@ def render_results(snap: BatchSnapshot) -> None:
         st.caption("Results appear here as each crew finishes.")
         return
     few = len(snap.crews) <= 5
-    open_all = few or st.toggle(
-        f"Expand all {len(finished)} answers", key=f"results.open.{snap.batch_id}"
-    )
+    paged = len(finished) > RESULTS_PAGE
+    if paged:  # many: a page of them at a time
+        pages = (len(finished) + RESULTS_PAGE - 1) // RESULTS_PAGE
+        page = st.number_input(
+            f"Page (of {pages}; {RESULTS_PAGE} answers each, in row order)",
+            min_value=1,
+            max_value=pages,
+            key=f"results.page.{snap.batch_id}",
+        )
+        finished = finished[(int(page) - 1) * RESULTS_PAGE : int(page) * RESULTS_PAGE]
+    shown = f"these {len(finished)}" if paged else f"all {len(finished)}"
+    open_all = few or st.toggle(f"Expand {shown} answers", key=f"results.open.{snap.batch_id}")
     for crew in finished:
         icon = (
             ":material/check_circle:" if crew.state is CrewState.SUCCEEDED else ":material/cancel:"

@@ -459,3 +459,50 @@ def _stack_per_crew(fig: go.Figure, labels: list[str], unit: str, title: str) ->
         },
         legend=LEGEND_ABOVE_PLOT,
     )
+
+
+def progress_figure(snap: BatchSnapshot) -> go.Figure:
+    """A large batch at a glance: crews ended over time (seconds since it was submitted), one
+    line per ending state, whatever the number of crews."""
+    fig = go.Figure()
+    start = snap.created_at
+    for state in CrewState:
+        ends = sorted(
+            c.finished_at - start for c in snap.crews if c.state is state and c.finished_at
+        )
+        if ends and state.final:
+            fig.add_scatter(
+                x=ends,
+                y=list(range(1, len(ends) + 1)),
+                mode="lines",
+                line={"shape": "hv", "color": STATE_COLORS[state]},
+                name=state.value,
+                hovertemplate="%{y} crews by %{x:.1f} s<extra></extra>",
+            )
+    fig.update_layout(
+        height=320,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="seconds since the batch was submitted",
+        yaxis_title="crews ended",
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    )
+    return fig
+
+
+def latency_histogram(snap: BatchSnapshot) -> go.Figure:
+    """How long the ended crews took, as a histogram (one bar per crew stops reading well past
+    a few dozen crews)."""
+    fig = go.Figure()
+    for state in CrewState:
+        took = [c.duration for c in snap.crews if c.state is state and c.finished_at]
+        if took and state.final:
+            fig.add_histogram(x=took, name=state.value, marker_color=STATE_COLORS[state], nbinsx=40)
+    fig.update_layout(
+        height=320,
+        barmode="stack",
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="crew latency (s)",
+        yaxis_title="crews",
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    )
+    return fig
