@@ -253,7 +253,7 @@ def test_unsupported_export_format(api: httpx.Client) -> None:
     batch_id = api.post("/batches", json={"topics": ["f1"], "blueprint": "timing"}).json()[
         "batch_id"
     ]
-    response = api.get(f"/batches/{batch_id}/export", params={"format": "xlsx"})
+    response = api.get(f"/batches/{batch_id}/export", params={"format": "pdf"})
     assert response.status_code == 422 and "format" in response.json()["detail"]
 
 
@@ -783,9 +783,9 @@ def first_answer(url: str, head: bytes, chunks: Iterator[bytes]) -> bytes:
 def test_a_body_over_the_limit_is_refused_before_it_is_read(api: httpx.Client) -> None:
     from crewdash.api.middleware import MAX_BODY_BYTES
 
-    assert MAX_BODY_BYTES == 1024 * 1024
+    assert MAX_BODY_BYTES == 1024 * 1024  # every route but those taking a sheet (BODY_LIMITS)
     head = (
-        b"POST /batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /research HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: 100000000\r\n\r\n"
     )
     # 100 MB announced, 1 MB sent, the rest never: the answer must come anyway
@@ -793,7 +793,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(api: httpx.Client) -
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"larger than the limit of 1048576 bytes" in answer
     big = b'{"topics": ["x"], "pad": "' + b"y" * MAX_BODY_BYTES + b'"}'
-    response = api.post("/batches", content=big, headers={"content-type": "application/json"})
+    response = api.post("/research", content=big, headers={"content-type": "application/json"})
     assert response.status_code == 413 and "1048576 bytes" in response.json()["detail"]
 
 
@@ -813,7 +813,7 @@ def test_a_chunked_body_is_counted_as_it_streams_in(api: httpx.Client) -> None:
             yield b"z" * 32768
         yield b'"]}'
 
-    response = api.post("/batches", content=body(), headers={"content-type": "application/json"})
+    response = api.post("/research", content=body(), headers={"content-type": "application/json"})
     assert response.status_code == 413 and "limit" in response.json()["detail"]
 
 
@@ -926,7 +926,7 @@ def test_a_non_ascii_bearer_token_sent_as_utf8_is_accepted(tmp_path: Path) -> No
         assert client.get("/batches", headers={"authorization": as_latin1}).status_code == 401
         assert client.get("/batches").status_code == 401
         too_big = client.post(
-            "/batches",
+            "/research",
             content=b" " * (2 * 1024 * 1024),
             headers={"authorization": b"Bearer " + token.encode()},
         )

@@ -170,7 +170,10 @@ def test_the_schema_says_the_servers_limits(api: httpx.Client) -> None:
     experiment = schemas["ExperimentRequest"]["properties"]
     assert (experiment["variants"]["minItems"], experiment["variants"]["maxItems"]) == (2, 6)
     assert experiment["topics"]["minItems"] == 1 and "pattern" in experiment["topics"]["items"]
-    assert schemas["BatchRequest"]["properties"]["topics"]["minItems"] == 1
+    topics, _none = schemas["BatchRequest"]["properties"]["topics"]["anyOf"]  # topics or rows
+    assert topics["minItems"] == 1
+    rows, _none = schemas["BatchRequest"]["properties"]["rows"]["anyOf"]
+    assert rows["maxItems"] == 10_000
     variant = schemas["VariantChoice"]["properties"]
     (inputs,) = variant["inputs"]["patternProperties"].values()
     assert inputs["maxLength"] == 2000

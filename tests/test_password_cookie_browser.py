@@ -135,19 +135,24 @@ def test_a_cookie_tampered_with_expired_or_foreign_shows_the_password_form(
         ],
         "expired": [LoginCookie(PASSWORD, SECRET).issue("team", week_ago)],
     }
+    context.close()
     for caption, values in stale.items():
-        for bad in values:
-            context.clear_cookies()
-            context.add_cookies([{"name": COOKIE_NAME, "value": bad, "url": url}])
+        for bad in values:  # a browser that arrives with the bad cookie (its own context)
+            visitor = browser.new_context()
+            visitor.add_cookies([{"name": COOKIE_NAME, "value": bad, "url": url}])
+            page = visitor.new_page()
             page.goto(f"{url}/history")
             password_form(page)
             expect(page.get_by_text(caption)).to_be_visible(timeout=LOAD)
             expect(page.get_by_role("heading", name="History")).to_have_count(0)
             wait_for_cookie(page, url, present=False)  # the page deletes a stale cookie
+            visitor.close()
 
     # one signed with the server's password and secret, by the test: in
     forged_right = LoginCookie(PASSWORD, SECRET).issue("team")
+    context = browser.new_context()
     context.add_cookies([{"name": COOKIE_NAME, "value": forged_right, "url": url}])
+    page = context.new_page()
     page.goto(f"{url}/history")
     logged_in(page, "History")
     context.close()

@@ -22,7 +22,7 @@ MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: 100 topics of 300 characters fit many tim
 # Where a sheet comes in, more: its rows as JSON, or the file itself (the reader's limit, plus
 # the form around it).
 BODY_LIMITS = {
-    "/batches": 64 * 1024 * 1024,
+    "/batches": 32 * 1024 * 1024,
     "/batches/sheet": MAX_SHEET_BYTES + 1024 * 1024,
 }
 
