@@ -246,6 +246,7 @@ class Runtime:
         self._demos: dict[tuple[LatencyProfile, FailureRates, ProviderLimits], DemoLLMServer] = {}
         self._demo_lock = threading.Lock()
         self._sheets: dict[str, tuple[Sheet, tuple[MappedRow, ...]]] = {}  # newest last
+        self._sheets_lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
         self.auto_resumed: list[str] = []  # what CREWDASH_AUTO_RESUME resumed at start, said
         try:
@@ -401,16 +402,13 @@ class Runtime:
         )
         if self.store is not None:
             self.store.save_sheet(batch_id, stored)
-        with self._demo_lock:
-            self._sheets[batch_id] = (sheet, plan.rows)
-            while len(self._sheets) > SHEETS_KEPT:
-                self._sheets.pop(next(iter(self._sheets)))
+        self._keep_sheet(batch_id, sheet, plan.rows)
         return batch_id, plan
 
     def sheet_of(self, batch_id: str) -> tuple[Sheet, tuple[MappedRow, ...]] | None:
         """The sheet batch `batch_id` ran from and its rows as inputs (None: typed topics),
         from memory, else read again from the history's copy of the file."""
-        with self._demo_lock:
+        with self._sheets_lock:
             if batch_id in self._sheets:
                 return self._sheets[batch_id]
         stored = self.store.sheet_of(batch_id) if self.store is not None else None
@@ -419,11 +417,15 @@ class Runtime:
         sheet = read_sheet(stored.data, stored.filename, stored.sheet_name)
         input_map = InputMap(stored.columns, stored.values)
         rows = rows_to_inputs(sheet, input_map, stored.required)
-        with self._demo_lock:
+        self._keep_sheet(batch_id, sheet, rows)
+        return sheet, rows
+
+    def _keep_sheet(self, batch_id: str, sheet: Sheet, rows: tuple[MappedRow, ...]) -> None:
+        """Remember a sheet batch's sheet for its exports (the newest `SHEETS_KEPT`)."""
+        with self._sheets_lock:
             self._sheets[batch_id] = (sheet, rows)
             while len(self._sheets) > SHEETS_KEPT:
                 self._sheets.pop(next(iter(self._sheets)))
-        return sheet, rows
 
     def warm_up(self) -> Future[None]:
         """Warm the runner's backend up against the default demo model, in the background."""
