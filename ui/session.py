@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import math
 import runpy
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -22,7 +21,6 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from crewdash.base.config import DEFAULT_BLUEPRINT
 from crewdash.base.errors import CrewdashError, SettingsError
-from crewdash.base.login_cookie import CookieState, LoginCookie
 from crewdash.base.login_guard import LoginGuard
 from crewdash.base.settings import load_settings
 from crewdash.blueprints.catalog import describe_blueprints
@@ -38,7 +36,6 @@ from crewdash.providers.llm import (
     check_connection,
 )
 from crewdash.runtime import Runtime
-from ui import browser_login
 from ui.text import plain
 
 ENTRY_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
@@ -79,49 +76,9 @@ def _environment_password() -> str | None:
     return load_settings(only={"CREWDASH_PASSWORD"}).secret("CREWDASH_PASSWORD")
 
 
-def _password() -> str | None:
-    return _secret("password") or _environment_password()
-
-
 def password_required() -> bool:
     """Whether the shared password guards the dashboard (no identity provider configured)."""
-    return bool(_password())
-
-
-def _login_cookie(password: str) -> LoginCookie:
-    """The signer of this password's login cookie (raises `SettingsError` on a bad setting)."""
-    settings = load_settings(only={"CREWDASH_COOKIE_SECRET", "CREWDASH_LOGIN_DAYS"})
-    secret = settings.secret("CREWDASH_COOKIE_SECRET")
-    return LoginCookie(password, secret, max_age_s=settings.login_days * 86_400)
-
-
-def _password_login(login: LoginCookie) -> bool:
-    """Whether this session is in: by the password typed in it, else by a valid cookie of the
-    page load. That cookie counts once, on the session's first run: after a Log out it is
-    stale. An expired or invalid one is noted for the form and deleted."""
-    if st.session_state.get("auth.ok"):
-        return True
-    if not st.session_state.get("auth.cookie_read"):
-        st.session_state["auth.cookie_read"] = True
-        cookie = browser_login.cookie_state(login)
-        if cookie is CookieState.VALID:
-            st.session_state["auth.ok"] = True
-            return True
-        if cookie is not CookieState.MISSING:
-            st.session_state["auth.cookie_note"] = cookie.value
-            st.session_state["auth.cookie_delete"] = True
-    return False
-
-
-def _cookie_writes(login: LoginCookie) -> None:
-    """Draw the cookie's pending write or deletion until its frame answers that it is done."""
-    logged_in_at = st.session_state.get("auth.cookie_write")
-    if logged_in_at is not None:
-        with st.sidebar:
-            if browser_login.write(login, logged_in_at):
-                del st.session_state["auth.cookie_write"]
-    elif st.session_state.get("auth.cookie_delete") and browser_login.delete():
-        del st.session_state["auth.cookie_delete"]
+    return bool(_secret("password") or _environment_password())
 
 
 def locked() -> bool:
@@ -134,13 +91,7 @@ def locked() -> bool:
         return True
     if auth is not None:
         return bool(auth_problem(auth)) or signed_in_person() is None
-    password = _password()
-    if not password:
-        return False
-    try:
-        return not _password_login(_login_cookie(password))
-    except SettingsError:
-        return True  # the gate says what is wrong
+    return password_required() and not st.session_state.get("auth.ok")
 
 
 def _identity_provider_gate(auth: Mapping[str, Any] | None, unreadable: str | None) -> bool:
@@ -181,26 +132,13 @@ def gate() -> None:
 
     if _identity_provider_gate(*auth_section()):
         return
-    password = _password()
+    password = _secret("password") or _environment_password()
     if not password:
         return
-    try:
-        login = _login_cookie(password)
-    except SettingsError as exc:  # fail closed, one line
-        st.title("crewdash")
-        st.error(plain(f"crewdash cannot start: {exc}"), icon=":material/error:")
-        st.stop()
-    if _password_login(login):
+    if st.session_state.get("auth.ok"):
         st.sidebar.button("Log out", key="auth.logout", on_click=_log_out)
-        _cookie_writes(login)
         return
-    _cookie_writes(login)
     st.title("crewdash")
-    note = st.session_state.get("auth.cookie_note")
-    if note == CookieState.EXPIRED:
-        st.caption("Your login has expired: enter the password again.")
-    elif note == CookieState.INVALID:
-        st.caption("Your saved login is no longer valid: enter the password again.")
     with st.form("auth.form"):
         typed = st.text_input("Password", type="password", key="auth.password")
         entered = st.form_submit_button("Enter", type="primary")
@@ -212,9 +150,7 @@ def gate() -> None:
         elif hmac.compare_digest(typed.encode(), password.encode()):
             guard.succeeded(*keys)
             st.session_state["auth.ok"] = True
-            st.session_state["auth.cookie_write"] = time.time()  # drawn from the next run on
-            for key in ("auth.cookie_delete", "auth.cookie_note", "auth.password"):
-                st.session_state.pop(key, None)
+            st.session_state.pop("auth.password", None)
             st.rerun()
         else:
             wait = guard.failed(*keys)
@@ -226,11 +162,8 @@ def gate() -> None:
 
 
 def _log_out() -> None:
-    """The shared password's Log out: this session asks for the password again, and the
-    browser forgets its login cookie (the gate draws the deletion)."""
+    """The shared password's Log out: this session asks for the password again."""
     st.session_state.pop("auth.ok", None)
-    st.session_state.pop("auth.cookie_write", None)
-    st.session_state["auth.cookie_delete"] = True
 
 
 @st.cache_resource

@@ -77,19 +77,6 @@ class Settings(BaseSettings):
         description="a shared password for the dashboard",
         json_schema_extra={"readme_default": "unset"},
     )
-    cookie_secret: SecretStr | None = Field(
-        None,
-        alias="CREWDASH_COOKIE_SECRET",
-        description="signs the shared password's login cookie along with the password",
-        json_schema_extra={"readme_default": "unset"},
-    )
-    login_days: float = Field(
-        7.0,
-        gt=0,
-        le=365,
-        alias="CREWDASH_LOGIN_DAYS",
-        description="days a shared-password login lasts in the browser",
-    )
     api_token: SecretStr | None = Field(
         None,
         alias="CREWDASH_API_TOKEN",
